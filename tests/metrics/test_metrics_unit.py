@@ -1,0 +1,107 @@
+"""The metrics module on its own: names, units, bounded labels, no _created series."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from opus_bpf import metrics
+
+
+def _samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(metrics.exposition().decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _value(name: str, **labels: str) -> float:
+    return _samples().get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_names_follow_conventions() -> None:
+    text = metrics.exposition().decode()
+    assert "_created" not in text
+    for fam in text_string_to_metric_families(text):
+        assert fam.name.startswith("opus_bpf_"), fam.name
+        if fam.type == "counter" and fam.samples:
+            assert any(s.name.endswith("_total") for s in fam.samples), fam.name
+        if fam.type == "histogram" and "attempts" not in fam.name:
+            assert fam.name.endswith("_seconds"), fam.name
+        for s in fam.samples:
+            assert "pid" not in s.labels, s
+
+
+def test_buckets_resolve_tens_of_microseconds() -> None:
+    assert metrics.DURATION_BUCKETS[0] == pytest.approx(10e-6)
+    assert metrics.DURATION_BUCKETS[-1] == pytest.approx(10.0)
+    assert list(metrics.DURATION_BUCKETS) == sorted(metrics.DURATION_BUCKETS)
+
+
+def test_observe_apply_records_every_family() -> None:
+    before_ok = _value("opus_bpf_operations_total", operation="apply", outcome="applied")
+    before_pauses = _value("opus_bpf_pause_seconds_count", operation="apply")
+    before_fn = _value("opus_bpf_functions_replaced_total", operation="apply")
+    before_ovh = _value("opus_bpf_probe_overhead_seconds_total", operation="apply")
+    metrics.observe_apply("applied", 0.0021, [40e-6, 70e-6], attempts=2, probe_hits=1000,
+                          functions=3, patch_id="p1", successful_pause_seconds=70e-6)
+    assert _value("opus_bpf_operations_total", operation="apply", outcome="applied") \
+        == before_ok + 1
+    assert _value("opus_bpf_pause_seconds_count", operation="apply") == before_pauses + 2
+    assert _value("opus_bpf_functions_replaced_total", operation="apply") == before_fn + 3
+    # 1000 entries x 0.3 us + 1000 returns x 0.5 us
+    assert _value("opus_bpf_probe_overhead_seconds_total", operation="apply") \
+        == pytest.approx(before_ovh + 800e-6)
+    # a 40 us pause lands in the 50 us bucket, not in the 25 us one
+    le50 = _value("opus_bpf_pause_seconds_bucket", operation="apply", le="5e-05")
+    le25 = _value("opus_bpf_pause_seconds_bucket", operation="apply", le="2.5e-05")
+    assert le50 - le25 >= 1
+
+
+def test_unknown_values_stay_bounded() -> None:
+    before = _value("opus_bpf_operations_total", operation="revert", outcome="error")
+    metrics.observe_apply("exploded-in-new-way", 0.1, [], 0, 0, 0, "p", operation="revert")
+    assert _value("opus_bpf_operations_total", operation="revert", outcome="error") == before + 1
+    metrics.bundle_verification_failed("cosmic ray")
+    assert _value("opus_bpf_bundle_verification_failures_total", reason="other") >= 1
+    with pytest.raises(ValueError):
+        metrics.observe_apply("applied", 0, [], 1, 0, 1, "p", operation="frobnicate")
+
+
+def test_observe_result_duck_typed() -> None:
+    before = _value("opus_bpf_operations_total", operation="revert", outcome="reverted")
+    fn = SimpleNamespace(name="f", old_address=1, new_address=2)
+    res = SimpleNamespace(pid=1, bundle_id="b", name="n", functions=[fn, fn], wait_seconds=0.01,
+                          pause_seconds=50e-6, pauses=[30e-6, 50e-6], attempts=2, probe_hits=4,
+                          outcome="reverted")
+    metrics.observe_result(res, operation="revert")
+    assert _value("opus_bpf_operations_total", operation="revert", outcome="reverted") \
+        == before + 1
+
+
+def test_patch_state_gauges_drop_removed_patches() -> None:
+    metrics.set_patch_state({"a": 2, "b": 1}, {"a": 3, "b": 1})
+    assert _value("opus_bpf_replaced_functions") == 7
+    metrics.set_patch_state({"a": 1}, {"a": 3})
+    s = _samples()
+    assert ("opus_bpf_patched_processes", (("patch_id", "b"),)) not in s
+    assert _value("opus_bpf_replaced_functions") == 3
+    metrics.set_patch_state({}, {})
+
+
+def test_split_listen() -> None:
+    assert metrics.split_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert metrics.split_listen("[::1]:9") == ("::1", 9)
+    assert metrics.split_listen(":9464") == ("0.0.0.0", 9464)
+    with pytest.raises(ValueError):
+        metrics.split_listen("localhost")
+
+
+def test_metrics_imports_nothing_of_ours() -> None:
+    with open(metrics.__file__) as f:
+        src = f.read()
+    assert not re.search(r"^\s*(from|import)\s+(opus_bpf|\.)", src, re.M)
