@@ -1,0 +1,198 @@
+"""Parse one translation unit and index what its own source file defines."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from pycparser import c_ast, c_parser
+
+from .errors import CFrontError
+from .names import FunctionNames, function_names
+from .preprocess import preprocess
+
+
+@dataclass
+class LocalStatic:
+    """A ``static`` object declared inside a function body (``name.N`` in the symbol table)."""
+
+    name: str
+    node: c_ast.Decl
+    line: int
+    has_initializer: bool
+    is_const: bool
+
+
+@dataclass
+class FunctionDef:
+    """A function defined in the TU's own source file (not in a header)."""
+
+    name: str
+    node: c_ast.FuncDef
+    file: str
+    line: int
+    is_static: bool
+    is_inline: bool
+    local_statics: list[LocalStatic] = field(default_factory=list)
+
+    @cached_property
+    def names(self) -> FunctionNames:
+        """Free, bound and member names of the body (see :mod:`opus_bpf.cfront.names`)."""
+        return function_names(self.node)
+
+
+@dataclass
+class GlobalVar:
+    """A file-scope object declared or defined in the TU's own source file."""
+
+    name: str
+    storage: str  # "static", "extern" or "" (plain definition / tentative definition)
+    has_initializer: bool
+    line: int
+    node: c_ast.Decl
+
+
+@dataclass
+class FileScopeName:
+    """Every file-scope object or function name visible in the TU (headers included).
+
+    ``static`` is True when any file-scope declaration says static (C: internal linkage
+    sticks); ``defined_in_file`` when the TU's own file defines it (body or object definition).
+    """
+
+    name: str
+    kind: str  # "object" | "function"
+    static: bool
+    defined_in_file: bool
+    decl: c_ast.Decl
+    is_tls: bool = False
+
+
+@dataclass
+class TranslationUnit:
+    """A parsed TU. ``functions``/``globals`` hold only what *path* itself defines."""
+
+    path: str
+    ast: c_ast.FileAST
+    functions: dict[str, FunctionDef]
+    globals: dict[str, GlobalVar]
+    file_scope: dict[str, FileScopeName]
+    typedefs: set[str]
+    enumerators: set[str]
+
+    def local_statics(self, function: str) -> list[LocalStatic]:
+        """Function-local static declarations of *function* (empty if none / unknown)."""
+        fd = self.functions.get(function)
+        return list(fd.local_statics) if fd else []
+
+
+def _same_file(coord_file: str, path: str, cwd: str | None) -> bool:
+    if coord_file == path:
+        return True
+    base = Path(cwd or ".")
+    try:
+        return (base / coord_file).resolve() == (base / path).resolve()
+    except OSError:
+        return False
+
+
+def _is_funcdecl(t: c_ast.Node) -> bool:
+    return isinstance(t, c_ast.FuncDecl)
+
+
+def _quals(t: c_ast.Node) -> list[str]:
+    while t is not None and not isinstance(t, c_ast.TypeDecl):
+        if isinstance(t, c_ast.PtrDecl):
+            return list(t.quals)
+        t = getattr(t, "type", None)
+    return list(t.quals) if t is not None else []
+
+
+def _collect_local_statics(body: c_ast.Node) -> list[LocalStatic]:
+    found: list[LocalStatic] = []
+
+    class V(c_ast.NodeVisitor):
+        def visit_Decl(self, node: c_ast.Decl) -> None:  # noqa: N802
+            if "static" in node.storage and node.name and not _is_funcdecl(node.type):
+                found.append(LocalStatic(node.name, node, node.coord.line if node.coord else 0,
+                                         node.init is not None, "const" in _quals(node.type)))
+            self.generic_visit(node)
+
+    V().visit(body)
+    return found
+
+
+def parse_text(text: str, path: str, cwd: str | os.PathLike[str] | None = None
+               ) -> TranslationUnit:
+    """Parse already-preprocessed *text* whose main file is *path*."""
+    try:
+        ast = c_parser.CParser().parse(text, str(path))
+    except c_parser.ParseError as e:
+        raise CFrontError(f"cannot parse {path}: {e} (GNU extension not covered by "
+                          f"cfront/gnu_shim.h?)") from e
+    cwd_s = str(cwd) if cwd is not None else None
+    functions: dict[str, FunctionDef] = {}
+    globals_: dict[str, GlobalVar] = {}
+    scope: dict[str, FileScopeName] = {}
+    typedefs: set[str] = set()
+    enumerators: set[str] = set()
+
+    def note(decl: c_ast.Decl, kind: str, defined_here: bool) -> None:
+        prev = scope.get(decl.name)
+        static = "static" in decl.storage or (prev is not None and prev.static)
+        tls = "_Thread_local" in decl.storage or "__thread" in decl.storage
+        scope[decl.name] = FileScopeName(
+            decl.name, kind, static, defined_here or (prev is not None and prev.defined_in_file),
+            decl if (prev is None or defined_here) else prev.decl,
+            tls or (prev is not None and prev.is_tls))
+
+    def note_enums(t: c_ast.Node | None) -> None:
+        for n in _walk_types(t):
+            if isinstance(n, c_ast.Enum) and n.values is not None:
+                enumerators.update(e.name for e in n.values.enumerators)
+
+    for ext in ast.ext:
+        in_file = ext.coord is not None and _same_file(ext.coord.file, str(path), cwd_s)
+        if isinstance(ext, c_ast.FuncDef):
+            d = ext.decl
+            note(d, "function", in_file)
+            if in_file:
+                functions[d.name] = FunctionDef(
+                    name=d.name, node=ext, file=ext.coord.file, line=d.coord.line,
+                    is_static="static" in d.storage, is_inline="inline" in d.funcspec,
+                    local_statics=_collect_local_statics(ext.body))
+        elif isinstance(ext, c_ast.Decl):
+            note_enums(ext.type)
+            if not ext.name:
+                continue
+            if _is_funcdecl(ext.type):
+                note(ext, "function", False)
+                continue
+            storage = "static" if "static" in ext.storage else (
+                "extern" if "extern" in ext.storage else "")
+            note(ext, "object", in_file and storage != "extern")
+            if in_file:
+                prev = globals_.get(ext.name)
+                globals_[ext.name] = GlobalVar(
+                    ext.name, storage if prev is None or storage else prev.storage,
+                    ext.init is not None or (prev is not None and prev.has_initializer),
+                    ext.coord.line if ext.coord else 0, ext)
+        elif isinstance(ext, c_ast.Typedef):
+            typedefs.add(ext.name)
+            note_enums(ext.type)
+    return TranslationUnit(str(path), ast, functions, globals_, scope, typedefs, enumerators)
+
+
+def _walk_types(t: c_ast.Node | None):
+    while t is not None:
+        yield t
+        t = getattr(t, "type", None)
+
+
+def parse(path: str | os.PathLike[str], cflags: list[str] | None = None,
+          cwd: str | os.PathLike[str] | None = None, *, cc: str = "gcc") -> TranslationUnit:
+    """Preprocess *path* with its own *cflags* (run in *cwd*) and parse it with pycparser."""
+    text = preprocess(path, cflags, cwd, cc=cc)
+    return parse_text(text, str(path), cwd)
