@@ -1,0 +1,116 @@
+"""The agent's one door into the runtime: apply a bundle to a pid, and classify what happened.
+
+Why one function: every runtime call the agent makes goes through `apply_one` / `status_ids`,
+so tests can run the whole agent (exec detection, state, metrics endpoint) with a fake runtime,
+and a runtime API change touches only this file.
+
+Metrics: the runtime's apply_bundle records its own outcome in opus_bpf.metrics (on success and
+on every failure path), so the agent does not record operations again. The fake applier below
+records exactly what the runtime would, so dashboards see the same families either way.
+
+Test-only fake: with OPUS_BPF_AGENT_FAKE_APPLY=<outcome> (applied, timeout, refused, error) in
+the agent's environment, no process is touched; each call returns or raises as the runtime would
+for that outcome, with synthetic durations. Never set it in production.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+
+from opus_bpf import errors, metrics
+from opus_bpf.agent.bundles import BundleInfo
+
+FAKE_ENV = "OPUS_BPF_AGENT_FAKE_APPLY"
+
+# What the agent does next after each kind of failure.
+RETRY = "retry"          # try again later with backoff (busy function, transient error)
+GIVE_UP = "give_up"      # this bundle cannot go into this process: do not retry
+GONE = "gone"            # the process exited: forget it
+ALREADY = "already"      # it is already there: record it
+
+
+@dataclass
+class FakeFunction:
+    name: str
+    old_address: int
+    new_address: int
+
+
+@dataclass
+class FakeResult:
+    pid: int
+    bundle_id: str
+    name: str
+    functions: list[FakeFunction] = field(default_factory=list)
+    wait_seconds: float = 0.0
+    pause_seconds: float = 0.0
+    pauses: list[float] = field(default_factory=list)
+    attempts: int = 1
+    probe_hits: int = 0
+    outcome: str = "applied"
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(metrics outcome, agent action) for an exception raised by apply_bundle."""
+    if isinstance(exc, errors.QuiescenceTimeout):
+        return "timeout", RETRY
+    if isinstance(exc, errors.AlreadyApplied):
+        return "refused", ALREADY
+    if isinstance(exc, errors.NoSuchProcess | errors.ProcessExited):
+        return "error", GONE
+    refused = tuple(getattr(errors, n) for n in (
+        "TargetMismatch", "BundleError", "SymbolProblem", "DebugInfoMissing", "NotApplied",
+    ) if hasattr(errors, n))
+    if isinstance(exc, refused):
+        return "refused", GIVE_UP
+    return "error", RETRY
+
+
+def _fake_apply(bundle: BundleInfo, pid: int, outcome: str) -> FakeResult:
+    rnd = random.Random(pid)
+    wait = rnd.uniform(0.5e-3, 20e-3)
+    pauses = [rnd.uniform(20e-6, 400e-6) for _ in range(rnd.randint(1, 3))]
+    hits = rnd.randint(10, 5000)
+    funcs = [FakeFunction(n, 0x1000 + i * 16, 0x7F0000000000 + i * 16)
+             for i, n in enumerate(bundle.functions or ("fake_function",))]
+    metrics.observe_apply(outcome, wait, pauses, len(pauses), hits,
+                          len(funcs) if outcome == "applied" else 0, bundle.id,
+                          successful_pause_seconds=pauses[-1] if outcome == "applied" else None)
+    if outcome == "timeout":
+        raise errors.QuiescenceTimeout(f"fake: {bundle.name} stayed busy in {pid}")
+    if outcome == "refused":
+        raise errors.TargetMismatch(f"fake: {pid} does not run {bundle.build_id}")
+    if outcome != "applied":
+        raise errors.OpusError(f"fake: {outcome}")
+    return FakeResult(pid, bundle.id, bundle.name, funcs, wait, pauses[-1], pauses,
+                      len(pauses), hits)
+
+
+def apply_one(bundle: BundleInfo, pid: int, timeout: float) -> object:
+    """Apply `bundle` to `pid`; returns an ApplyResult or raises what apply_bundle raises."""
+    fake = os.environ.get(FAKE_ENV)
+    if fake:
+        return _fake_apply(bundle, pid, fake)
+    from opus_bpf.runtime.apply import apply_bundle  # noqa: PLC0415 - runtime loads BCC
+
+    return apply_bundle(bundle.path, pid, timeout=timeout)
+
+
+def status_ids(pid: int) -> set[str] | None:
+    """Patch ids the process itself reports as applied, or None if the runtime cannot say.
+
+    Reading the truth from the process (not only the state file) keeps the agent from stacking a
+    patch the CLI already applied by hand.
+    """
+    if os.environ.get(FAKE_ENV):
+        return None
+    try:
+        from opus_bpf.runtime.status import process_status  # noqa: PLC0415
+    except ImportError:
+        return None
+    try:
+        return {str(p.id) for p in process_status(pid)}
+    except Exception:  # status is advisory; the apply itself refuses duplicates
+        return None
