@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""The floor of stopping every thread on this machine, for the shapes opus-bpf is judged on.
+
+For each shape (threads x mode: spin = work() in a tight loop, paced = work() then 1 ms sleep) it
+starts bench/target, runs bench/floor against it `--runs` times (`--rounds` stops each) and
+reports, in µs:
+  pause      first PTRACE_INTERRUPT -> last PTRACE_CONT (all threads, main included, stopped)
+  stop       first interrupt -> last stop seen
+  serial     one thread at a time: interrupt -> resume of that thread (a per-thread design's floor)
+Prints a table, then the JSON (also saved under bench/results/). Needs root (ptrace).
+
+  .venv/bin/python bench/bench_floor.py                       # 1, 16, 64 threads, spin + paced
+  .venv/bin/python bench/bench_floor.py --threads 16 --modes paced --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import RESULTS, Target, build, floor, fmt_us, machine  # noqa: E402
+
+
+def run_shape(bins: dict[str, Path], mode: str, threads: int, rounds: int, runs: int,
+              gap_us: int, settle: float) -> dict:
+    """Measure one shape: `runs` floor runs against one target; per run and pooled figures."""
+    per_run = []
+    with Target(bins["target"], mode, threads) as t:
+        time.sleep(settle)
+        for _ in range(runs):
+            per_run.append(floor(bins["floor"], t.pid, rounds, gap_us, samples=True))
+        calls = t.calls()
+    pooled = sorted(s for r in per_run for s in r["all"]["pause_samples"])
+    for r in per_run:
+        del r["all"]["pause_samples"]
+    return {
+        "mode": mode,
+        "threads": threads,
+        "tasks": per_run[0]["threads"],
+        "rounds": rounds,
+        "runs": per_run,
+        "pooled_pause": {"median": statistics.median(pooled), "p99": nearest_rank(pooled, 0.99),
+                         "max": pooled[-1], "n": len(pooled)},
+        "work_calls": calls,
+    }
+
+
+def nearest_rank(sorted_values: list[float], q: float) -> float:
+    """The q quantile by nearest rank."""
+    k = max(0, math.ceil(q * len(sorted_values)) - 1)
+    return sorted_values[min(k, len(sorted_values) - 1)]
+
+
+def span(values: list[float]) -> str:
+    """A range of figures as "a" or "a–b"."""
+    lo, hi = fmt_us(min(values)), fmt_us(max(values))
+    return lo if lo == hi else f"{lo} – {hi}"
+
+
+def table(shapes: list[dict]) -> str:
+    """A Markdown table: one row per shape, ranges across runs."""
+    rows = ["| shape | tasks | pause median | pause p99 | stop median | serial held median "
+            "| serial held p99 |", "|---|---|---|---|---|---|---|"]
+    for s in shapes:
+        runs = s["runs"]
+
+        def col(kind: str, stat: str, runs: list[dict] = runs) -> str:
+            if kind == "serial":
+                return span([r["serial"]["held_per_thread"][stat] for r in runs])
+            return span([r["all"][kind][stat] for r in runs])
+
+        rows.append(f"| {s['threads']} {s['mode']} | {s['tasks']} | {col('pause', 'median')} | "
+                    f"{col('pause', 'p99')} | {col('stop', 'median')} | "
+                    f"{col('serial', 'median')} | {col('serial', 'p99')} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, measure every shape, print the table and the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", default="1,16,64", help="worker counts (default 1,16,64)")
+    ap.add_argument("--modes", default="spin,paced", help="target modes (default spin,paced)")
+    ap.add_argument("--rounds", type=int, default=100, help="stops per run (default 100)")
+    ap.add_argument("--runs", type=int, default=2, help="floor runs per shape (default 2)")
+    ap.add_argument("--gap-us", type=int, default=10000, help="gap between stops (default 10 ms)")
+    ap.add_argument("--settle", type=float, default=0.2, help="seconds between start and floor")
+    ap.add_argument("-o", "--output", type=Path, help="JSON file (default bench/results/...)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench_floor: needs root (ptrace every thread of the target)", file=sys.stderr)
+        return 2
+
+    bins = build()
+    shapes = []
+    for mode in args.modes.split(","):
+        for threads in (int(x) for x in args.threads.split(",")):
+            print(f"measuring {threads} {mode} ...", file=sys.stderr, flush=True)
+            shapes.append(run_shape(bins, mode, threads, args.rounds, args.runs, args.gap_us,
+                                    args.settle))
+    result = {"bench": "floor", "machine": machine(), "rounds": args.rounds, "runs": args.runs,
+              "gap_us": args.gap_us, "unit": "us", "shapes": shapes}
+    out = args.output or RESULTS / f"floor-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    print(table(shapes))
+    print(f"(tasks = workers + main thread; ranges over {args.runs} runs of {args.rounds} stops; "
+          f"{result['machine']['cpus']} CPUs, kernel {result['machine']['kernel']}; "
+          f"JSON in {out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
