@@ -1,0 +1,451 @@
+"""Writes to non-local state, per function, with a bounded interprocedural summary.
+
+A location is (root kind, root name, access path). Root kinds: local (dropped: the frame dies
+with the call), param (memory the caller handed in: out-parameters), global, static (file
+static or function-local static), heap, unknown (a pointer whose origin we cannot see, e.g. a
+call result) and call (an external call with unknown effects). The path collapses subscripts
+("[]" = through a pointer or into an array), so `p->buf[i]` and `p->buf[j]` are one location.
+
+Local pointers are followed flow-insensitively: every value ever stored into a local is a
+possible target when it is dereferenced (aliasing through local pointers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pycparser import c_ast
+
+from . import libtable
+from .tuindex import Scope, TUIndex, is_array, is_pointerish, walk
+from .values import c_text
+
+MAX_PATH = 8
+
+Loc = tuple[str, str, tuple[str, ...]]
+
+NONLOCAL = ("param", "global", "static", "heap", "unknown", "call")
+
+# library writers whose written bytes cannot be pointers we would need to follow
+_BYTE_WRITERS = frozenset(
+    [
+        "memset", "bzero", "explicit_bzero", "sprintf", "snprintf", "vsprintf", "vsnprintf",
+        "read", "pread", "recv", "recvfrom", "fgets", "gets", "fread", "strcpy", "strncpy",
+        "strcat", "strncat", "strlcpy", "strlcat", "stpcpy", "stpncpy", "sscanf", "fscanf",
+        "scanf", "time", "gettimeofday", "clock_gettime", "stat", "fstat", "lstat", "pipe",
+        "inet_pton", "inet_ntop", "__builtin_memset", "__read_chk", "__fgets_chk",
+        "__snprintf_chk", "__sprintf_chk"
+    ]
+)
+
+
+def render(loc: Loc) -> str:
+    """`param p ('[]', '.next', '[]', '.val')` -> `p->next->val`."""
+    kind, name, path = loc
+    if kind == "call":
+        return f"{name}()"
+    s = name
+    i = 0
+    while i < len(path):
+        el = path[i]
+        if el == "[]" and i + 1 < len(path) and path[i + 1].startswith("."):
+            s = f"{s}->{path[i + 1][1:]}"
+            i += 2
+            continue
+        if el == "[]":
+            s = f"{s}[]"
+        elif el == "...":
+            s = f"{s}..."
+        else:
+            s = f"{s}{el}"
+        i += 1
+    return s
+
+
+def _extend(loc: Loc, more: Iterable[str]) -> Loc:
+    path = loc[2] + tuple(more)
+    if len(path) > MAX_PATH:
+        path = path[:MAX_PATH] + ("...",)
+    return (loc[0], loc[1], path)
+
+
+@dataclass(frozen=True)
+class Effect:
+    loc: Loc
+    via: str  # direct | alias:<local> | call:<helper> | library:<fn>
+    node: c_ast.Node
+    detail: str = ""  # for calls: what the callee does and where
+
+
+def covered(loc: Loc, old: set[Loc]) -> bool:
+    """A write is not new if the old version wrote the same location or an enclosing object
+    (without going through another pointer: writing `p->next` is not writing `*p->next`)."""
+    if loc in old:
+        return True
+    kind, name, path = loc
+    return any("[]" not in path[i:] and (kind, name, path[:i]) in old for i in range(len(path)))
+
+
+class FunctionEffects:
+    """Flow-insensitive points-to facts and the non-local writes of one function."""
+
+    def __init__(self, idx: TUIndex, fd: c_ast.FuncDef, summaries: dict[str, list[Effect]]):
+        self.idx = idx
+        self.scope = Scope(idx, fd)
+        self.summaries = summaries
+        self.contents: dict[str, set[Loc]] = {}
+        self.final = False
+        for p in self.scope.params:
+            self.contents[p] = {("param", p, ("[]",))}
+        self._solve()
+        self.final = True
+        self.effects = self._writes()
+
+    # ---- points-to ----------------------------------------------------------------------
+    def lv(self, e: c_ast.Node) -> set[Loc]:
+        """Locations an lvalue expression denotes."""
+        sc = self.scope
+        if isinstance(e, c_ast.ID):
+            k = sc.kind(e.name)
+            if k in ("local", "param"):
+                return {("local", e.name, ())}
+            if k == "static-local":
+                return {("static", f"{sc.fname}::{e.name}", ())}
+            if k == "static-global":
+                return {("static", e.name, ())}
+            if k in ("function", "enum"):
+                return set()
+            return {("global", e.name, ())}
+        if isinstance(e, c_ast.StructRef):
+            base = self.lv(e.name) if e.type == "." else self.val(e.name)
+            return {_extend(loc, ("." + e.field.name,)) for loc in base}
+        if isinstance(e, c_ast.ArrayRef):
+            # i[p] is legal C: whichever side is the pointer is the base
+            extra = self.val(e.subscript) if self._is_ptr(e.subscript) else set()
+            return self.val(e.name) | extra
+        if isinstance(e, c_ast.UnaryOp) and e.op == "*":
+            return self.val(e.expr)
+        if isinstance(e, c_ast.Cast):
+            return self.lv(e.expr)
+        if isinstance(e, c_ast.CompoundLiteral):
+            return {("local", "<compound literal>", ())}
+        if isinstance(e, c_ast.ExprList) and e.exprs:
+            return self.lv(e.exprs[-1])
+        if isinstance(e, c_ast.TernaryOp):
+            return self.lv(e.iftrue) | self.lv(e.iffalse)
+        return {("unknown", c_text(e), ())}
+
+    def _is_ptr(self, e: c_ast.Node) -> bool:
+        """Could this operand carry a pointer? Unknown types count (conservative)."""
+        if isinstance(e, c_ast.Constant):
+            return e.type == "string"
+        return is_pointerish(self.scope.type_of(e), self.idx) is not False
+
+    def pointee(self, locs: Iterable[Loc]) -> set[Loc]:
+        out: set[Loc] = set()
+        for loc in locs:
+            if loc[0] == "local":
+                got = self.contents.get(loc[1])
+                if got:
+                    out |= got
+                elif self.final:
+                    out.add(("unknown", f"{loc[1]} (never set)", ()))
+            else:
+                out.add(_extend(loc, ("[]",)))
+        return out
+
+    def val(self, e: c_ast.Node | None) -> set[Loc]:
+        """Where a pointer-valued expression may point."""
+        if e is None:
+            return set()
+        sc = self.scope
+        if isinstance(e, c_ast.Constant):
+            return {("local", "<literal>", ())} if e.type == "string" else set()
+        if isinstance(e, c_ast.ID | c_ast.StructRef | c_ast.ArrayRef) or (
+            isinstance(e, c_ast.UnaryOp) and e.op == "*"
+        ):
+            if isinstance(e, c_ast.ID) and sc.kind(e.name) in ("function", "enum"):
+                return set()
+            if is_array(sc.type_of(e), self.idx):
+                return self.lv(e)
+            return self.pointee(self.lv(e))
+        if isinstance(e, c_ast.UnaryOp):
+            if e.op == "&":
+                return self.lv(e.expr)
+            if e.op in ("++", "--", "p++", "p--"):
+                return self.val(e.expr)
+            return set()
+        if isinstance(e, c_ast.BinaryOp):
+            if e.op not in ("+", "-"):
+                return set()
+            out: set[Loc] = set()
+            for side in (e.left, e.right):
+                if self._is_ptr(side):
+                    out |= self.val(side)
+            return out
+        if isinstance(e, c_ast.Cast):
+            return self.val(e.expr)
+        if isinstance(e, c_ast.TernaryOp):
+            return self.val(e.iftrue) | self.val(e.iffalse)
+        if isinstance(e, c_ast.Assignment):
+            return self.val(e.rvalue)
+        if isinstance(e, c_ast.ExprList):
+            return self.val(e.exprs[-1]) if e.exprs else set()
+        if isinstance(e, c_ast.FuncCall):
+            name = e.name.name if isinstance(e.name, c_ast.ID) else None
+            args = e.args.exprs if e.args is not None else []
+            out = set()
+            if name in libtable.ALLOCATORS:
+                out.add(("heap", "heap", ()))
+            if name in libtable.RETURNS_ARG and len(args) > libtable.RETURNS_ARG[name]:
+                out |= self.val(args[libtable.RETURNS_ARG[name]])
+            if not out:
+                out.add(("unknown", f"{c_text(e.name)}()", ()))
+            return out
+        if isinstance(e, c_ast.CompoundLiteral):
+            return {("local", "<compound literal>", ())}
+        if isinstance(e, c_ast.InitList):
+            out = set()
+            for x in e.exprs:
+                out |= self.val(x.expr if isinstance(x, c_ast.NamedInitializer) else x)
+            return out
+        return set()
+
+    def _solve(self) -> None:
+        """Fixed point of what each local may hold."""
+        stores: list[tuple[c_ast.Node | None, c_ast.Node, str]] = []
+        for n in walk(self.scope.fd.body):
+            if isinstance(n, c_ast.Decl) and n.init is not None and n.name in self.scope.locals:
+                stores.append((None, n, "init"))
+            elif isinstance(n, c_ast.Assignment) and n.op == "=":
+                stores.append((n.lvalue, n.rvalue, "="))
+            elif isinstance(n, c_ast.FuncCall) and n.args is not None:
+                stores.append((None, n, "call"))
+        for _ in range(20):
+            changed = False
+            for lhs, rhs, how in stores:
+                if how == "init":
+                    targets = {("local", rhs.name, ())}
+                    vals = self.val(rhs.init)
+                elif how == "=":
+                    targets = self.lv(lhs)
+                    vals = self.val(rhs)
+                else:
+                    targets, vals = self._call_stores(rhs)
+                for t in targets:
+                    if t[0] != "local" or not vals:
+                        continue
+                    cur = self.contents.setdefault(t[1], set())
+                    if not vals <= cur:
+                        cur |= vals
+                        changed = True
+            if not changed:
+                break
+
+    def _call_stores(self, call: c_ast.FuncCall) -> tuple[set[Loc], set[Loc]]:
+        """A call handed the address of a local may store a pointer into it."""
+        name = call.name.name if isinstance(call.name, c_ast.ID) else None
+        if name in libtable.NO_STATE or name in _BYTE_WRITERS:
+            return set(), set()
+        args = call.args.exprs
+        targets: set[Loc] = set()
+        for a in args:
+            if isinstance(a, c_ast.UnaryOp) and a.op == "&":
+                targets |= {t for t in self.lv(a.expr) if t[0] == "local"}
+        if not targets:
+            return set(), set()
+        if name in ("memcpy", "memmove", "__builtin_memcpy") and len(args) > 1:
+            return targets, self.val(args[1])
+        return targets, {("unknown", f"{name or c_text(call.name)}()", ())}
+
+    # ---- writes -------------------------------------------------------------------------
+    def _base_local(self, e: c_ast.Node) -> str | None:
+        """The local pointer variable an lvalue is reached through, if any (for `via`)."""
+        deref = False
+        while True:
+            if isinstance(e, c_ast.StructRef):
+                deref = deref or e.type == "->"
+                e = e.name
+            elif isinstance(e, c_ast.ArrayRef):
+                deref = True
+                e = e.name
+            elif isinstance(e, c_ast.UnaryOp) and e.op == "*":
+                deref = True
+                e = e.expr
+            elif isinstance(e, c_ast.Cast):
+                e = e.expr
+            elif isinstance(e, c_ast.BinaryOp):
+                e = e.left
+            else:
+                break
+        if deref and isinstance(e, c_ast.ID) and self.scope.kind(e.name) == "local":
+            return e.name
+        return None
+
+    def _writes(self) -> list[Effect]:
+        out: list[Effect] = []
+        for n in walk(self.scope.fd.body):
+            target = None
+            if isinstance(n, c_ast.Assignment):
+                target = n.lvalue
+            elif isinstance(n, c_ast.UnaryOp) and n.op in ("++", "--", "p++", "p--"):
+                target = n.expr
+            if target is not None:
+                alias = self._base_local(target)
+                via = f"alias:{alias}" if alias else "direct"
+                for loc in sorted(self.lv(target)):
+                    if loc[0] != "local":
+                        out.append(Effect(loc, via, n))
+            elif isinstance(n, c_ast.FuncCall):
+                out.extend(self._call_effects(n))
+        return out
+
+    def _call_effects(self, call: c_ast.FuncCall) -> list[Effect]:
+        name = call.name.name if isinstance(call.name, c_ast.ID) else None
+        args = call.args.exprs if call.args is not None else []
+        sc = self.scope
+        if name is None or sc.kind(name) not in ("function", "unknown"):
+            callee = c_text(call.name)
+            return [Effect(("call", f"(*{callee})", ()), "call", call,
+                           f"indirect call through {callee}")]
+        if name in self.summaries:
+            return self._apply_summary(name, call, args)
+        if name in libtable.WRITES_THROUGH:
+            out = []
+            for spec in libtable.WRITES_THROUGH[name]:
+                idxs = (
+                    range(int(spec.split(":")[1]), len(args)) if isinstance(spec, str)
+                    else [spec]
+                )
+                for i in idxs:
+                    if i >= len(args):
+                        continue
+                    for loc in sorted(self.val(args[i])):
+                        if loc[0] != "local":
+                            out.append(Effect(loc, f"library:{name}", call,
+                                              f"{name}() writes through argument {i + 1}"))
+            return out
+        if name in libtable.GLOBAL_STATE:
+            what = libtable.GLOBAL_STATE[name]
+            return [Effect(("global", f"<{what}>", ()), f"library:{name}", call,
+                           f"{name}() changes {what}")]
+        if name in libtable.NO_STATE:
+            return []
+        return [Effect(("call", name, ()), "call", call,
+                       f"{name}() is not defined in this file; its effects are unknown")]
+
+    def _apply_summary(self, name: str, call: c_ast.FuncCall, args: list) -> list[Effect]:
+        out = []
+        callee = self.summaries[name]
+        fd = self.idx.functions[name]
+        params = Scope.param_names(fd)
+        for eff in callee:
+            where = eff.node.coord
+            at = f"{where.file}:{where.line}" if where is not None else "?"
+            why = f"{name}() writes {render(eff.loc)} ({at})"
+            if eff.loc[0] == "param":
+                try:
+                    i = params.index(eff.loc[1])
+                except ValueError:
+                    i = len(args)
+                if i >= len(args):
+                    out.append(Effect(("unknown", f"{name}() argument", eff.loc[2]),
+                                      f"call:{name}", call, why))
+                    continue
+                for o in sorted(self.val(args[i])):
+                    if o[0] != "local":
+                        out.append(Effect(_extend(o, eff.loc[2][1:]), f"call:{name}", call, why))
+            else:
+                out.append(Effect(eff.loc, f"call:{name}", call, why))
+        return out
+
+
+def summarize(idx: TUIndex, roots: Iterable[str]) -> dict[str, list[Effect]]:
+    """Non-local effects of every TU function reachable from `roots`, callees first.
+
+    Strongly connected components (recursion) iterate to a fixed point, bounded at 6 rounds.
+    """
+    graph: dict[str, list[str]] = {}
+    todo = [r for r in roots if r in idx.functions]
+    while todo:
+        f = todo.pop()
+        if f in graph:
+            continue
+        callees = sorted({
+            n.name.name for n in walk(idx.functions[f].body)
+            if isinstance(n, c_ast.FuncCall) and isinstance(n.name, c_ast.ID)
+            and n.name.name in idx.functions
+        })
+        graph[f] = callees
+        todo.extend(c for c in callees if c not in graph)
+
+    summaries: dict[str, list[Effect]] = {}
+    for scc in _sccs(graph):
+        for f in scc:
+            summaries[f] = []
+        for _ in range(6):
+            changed = False
+            for f in scc:
+                effs = _dedup(FunctionEffects(idx, idx.functions[f], summaries).effects)
+                if {e.loc for e in effs} != {e.loc for e in summaries[f]}:
+                    changed = True
+                summaries[f] = effs
+            if not changed or len(scc) == 1 and scc[0] not in graph[scc[0]]:
+                break
+    return summaries
+
+
+def _dedup(effs: list[Effect]) -> list[Effect]:
+    seen: dict[Loc, Effect] = {}
+    for e in effs:
+        seen.setdefault(e.loc, e)
+    return list(seen.values())
+
+
+def _sccs(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan, iterative; components come out callees-first."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on.add(v)
+            recurse = False
+            succ = graph.get(v, [])
+            while i < len(succ):
+                w = succ[i]
+                i += 1
+                if w not in index:
+                    work.append((v, i))
+                    work.append((w, 0))
+                    recurse = True
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            if recurse:
+                continue
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                out.append(comp)
+            if work:
+                u = work[-1][0]
+                low[u] = min(low[u], low[v])
+    return out

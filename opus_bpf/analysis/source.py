@@ -1,0 +1,153 @@
+"""Raw source text next to the AST: the line a finding quotes, a function's unpreprocessed text
+(the macro rule compares it), and GNU attributes the pycparser shim erased (noreturn)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pycparser import c_ast
+
+
+def fingerprint(node: c_ast.Node, drop_names: bool = False) -> tuple:
+    """Structural identity of a subtree without coordinates, iteratively built.
+
+    drop_names ignores declarator names (parameter renames are not signature changes).
+    """
+    # post-order: build tuples bottom-up
+    out: dict[int, tuple] = {}
+    stack: list[tuple[c_ast.Node, bool]] = [(node, False)]
+    while stack:
+        n, done = stack.pop()
+        if not done:
+            stack.append((n, True))
+            for _, c in n.children():
+                stack.append((c, False))
+            continue
+        attrs = []
+        for a in n.attr_names:
+            if drop_names and a in ("declname", "name") and isinstance(
+                n, c_ast.TypeDecl | c_ast.Decl
+            ):
+                continue
+            v = getattr(n, a)
+            attrs.append(tuple(v) if isinstance(v, list) else v)
+        kids = tuple((name.split("[")[0], out.pop(id(c))) for name, c in n.children())
+        out[id(n)] = (type(n).__name__, tuple(attrs), kids)
+    return out[id(node)]
+
+
+class SourceCache:
+    """Reads files named by AST coordinates (relative to `root`), caches lines."""
+
+    def __init__(self, root: str | None, preset: dict[str, str] | None = None) -> None:
+        self.root = root
+        self._text: dict[str, str | None] = dict(preset or {})
+        self._lines: dict[str, list[str] | None] = {}
+
+    def text(self, file: str | None) -> str | None:
+        if not file:
+            return None
+        if file in self._text:
+            return self._text[file]
+        p = Path(file)
+        if not p.is_absolute() and self.root:
+            p = Path(self.root) / p
+        try:
+            t: str | None = p.read_text(errors="replace")
+        except OSError:
+            t = None
+        self._text[file] = t
+        return t
+
+    def lines(self, file: str | None) -> list[str] | None:
+        if not file:
+            return None
+        if file not in self._lines:
+            t = self.text(file)
+            self._lines[file] = t.splitlines() if t is not None else None
+        return self._lines[file]
+
+    def line(self, file: str | None, line: int | None) -> str | None:
+        ls = self.lines(file)
+        if ls is None or not line or line > len(ls):
+            return None
+        return ls[line - 1].strip()
+
+    def function_text(self, file: str | None, line: int | None) -> str | None:
+        """Text of the function whose declarator starts at `line`: up to its closing brace.
+
+        Comments and whitespace are dropped so reformatting alone does not count as a change.
+        """
+        t = self.text(file)
+        if t is None or not line:
+            return None
+        ls = t.splitlines(keepends=True)
+        if line > len(ls):
+            return None
+        start = sum(len(x) for x in ls[: line - 1])
+        body = _strip_comments(t[start:])
+        i = body.find("{")
+        if i < 0:
+            return None
+        depth = 0
+        j = i
+        n = len(body)
+        while j < n:
+            ch = body[j]
+            if ch in "\"'":
+                j = _skip_literal(body, j)
+                continue
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return re.sub(r"\s+", " ", body[: j + 1]).strip()
+            j += 1
+        return None
+
+
+def _skip_literal(s: str, i: int) -> int:
+    q = s[i]
+    i += 1
+    while i < len(s) and s[i] != q:
+        if s[i] == "\\":
+            i += 1
+        elif s[i] == "\n":
+            break
+        i += 1
+    return i + 1
+
+
+_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'", re.S)
+
+
+def _strip_comments(s: str) -> str:
+    return _COMMENT.sub(lambda m: " " if m.group(0)[0] == "/" else m.group(0), s)
+
+
+_NORETURN_ATTR = re.compile(
+    r"__attribute__\s*\(\(\s*(?:__)?noreturn(?:__)?\s*\)\)|\b_Noreturn\b|\[\[\s*(?:gnu::)?"
+    r"(?:__)?noreturn(?:__)?\s*\]\]|\bnoreturn\b"
+)
+
+
+def noreturn_declared(text: str | None, name: str) -> bool:
+    """Does any declaration of `name` in the raw text carry a noreturn marker?
+
+    The GNU shim erases __attribute__ before pycparser sees it, so this reads the source.
+    """
+    if not text or name not in text:
+        return False
+    clean = _strip_comments(text)
+    for m in re.finditer(r"\b" + re.escape(name) + r"\s*\(", clean):
+        # the declaration containing this name: from the previous ';', '}' or '{' to the next
+        # ';' or '{'
+        lo = max(clean.rfind(";", 0, m.start()), clean.rfind("}", 0, m.start()),
+                 clean.rfind("{", 0, m.start()), clean.rfind("#", 0, m.start()))
+        hi_candidates = [x for x in (clean.find(";", m.end()), clean.find("{", m.end())) if x >= 0]
+        hi = min(hi_candidates) if hi_candidates else len(clean)
+        if _NORETURN_ATTR.search(clean[lo + 1 : hi]):
+            return True
+    return False

@@ -1,0 +1,223 @@
+"""From a source tree and a diff to a Report: copy, patch, preprocess and parse old and new of
+every translation unit the diff touches, then run the rules."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from pycparser import c_parser
+
+from .analyze import analyze_patch
+from .report import Finding, Report, Verdict
+from .tuindex import Unit
+
+_SHIM = Path(__file__).resolve().parent.parent / "cfront" / "gnu_shim.h"
+_KEEP_FLAGS = ("-I", "-D", "-U", "-include", "-isystem", "-iquote", "-std")
+
+
+class PatchError(RuntimeError):
+    """The diff does not apply to the tree."""
+
+
+def analyze_tree(
+    src_dir: str | Path,
+    patch_file: str | Path,
+    cflags: Sequence[str] | str | None = None,
+    compile_commands: str | Path | None = None,
+) -> Report:
+    """Apply `patch_file` to a copy of `src_dir` and analyse every TU it changes.
+
+    `cflags` apply to every file; with `compile_commands` each file gets its own flags.
+    The original tree is only read.
+    """
+    src = Path(src_dir).resolve()
+    flags = shlex.split(cflags) if isinstance(cflags, str) else list(cflags or [])
+    db = _load_compile_commands(Path(compile_commands), src) if compile_commands else {}
+    with tempfile.TemporaryDirectory(prefix="opus-analyze-") as tmp:
+        new_root = Path(tmp) / "new"
+        shutil.copytree(src, new_root, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", "*.o", "*.so", "*.a"))
+        touched = apply_patch(new_root, Path(patch_file).resolve())
+        tus = _affected_tus(touched, src, new_root, db)
+        return _analyze_files(tus, src, new_root, flags, db)
+
+
+def analyze_sources(old_src: str, new_src: str, name: str = "input.c",
+                    cflags: Sequence[str] = ()) -> Report:
+    """Analyse two versions of one self-contained C file given as text."""
+    with tempfile.TemporaryDirectory(prefix="opus-analyze-") as tmp:
+        old_root, new_root = Path(tmp) / "old", Path(tmp) / "new"
+        for root, text in ((old_root, old_src), (new_root, new_src)):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        return _analyze_files([name], old_root, new_root, list(cflags), {})
+
+
+def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list[str],
+                   db: dict[str, tuple[list[str], str]]) -> Report:
+    olds: dict[str, Unit] = {}
+    news: dict[str, Unit] = {}
+    errors: list[Finding] = []
+    for rel in files:
+        fl, _ = db.get(rel, (flags, ""))
+        try:
+            old = parse_unit(old_root, rel, fl) if (old_root / rel).exists() else None
+            new = parse_unit(new_root, rel, fl) if (new_root / rel).exists() else None
+        except (c_parser.ParseError, subprocess.CalledProcessError, RuntimeError) as exc:
+            errors.append(Finding("parse-error", Verdict.UNSUPPORTED,
+                                  f"cannot parse {rel}: {_short(exc)}", file=rel, line=1))
+            continue
+        if old is None or new is None:
+            errors.append(Finding(
+                "parse-error", Verdict.UNSUPPORTED,
+                f"{rel} was {'added' if old is None else 'removed'} by the patch; a new or "
+                "deleted translation unit cannot be applied by swapping function bodies",
+                file=rel, line=1))
+            continue
+        olds[rel], news[rel] = old, new
+    report = analyze_patch(olds, news)
+    report.global_findings[:0] = errors
+    for e in errors:
+        if e.file and e.file not in report.files:
+            report.files.append(e.file)
+    return report
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.CalledProcessError):
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        return (err or str(exc)).strip().splitlines()[0] if (err or "").strip() else str(exc)
+    return str(exc)
+
+
+def parse_unit(root: Path, rel: str, flags: list[str]) -> Unit:
+    """Preprocess and parse `root/rel`; coordinates stay relative to `root`.
+
+    Uses the shared front end (opus_bpf.cfront) when it provides `parse`, else gcc -E with the
+    GNU shim and pycparser directly.
+    """
+    try:
+        from opus_bpf import cfront
+
+        parse = getattr(cfront, "parse", None)
+    except ImportError:  # pragma: no cover - cfront is part of the package
+        parse = None
+    if parse is not None:
+        tu = parse(rel, flags, str(root))
+        return Unit(ast=tu.ast, path=rel, root=str(root))
+    cmd = ["gcc", "-E", "-std=gnu11", "-D__STDC_NO_ATOMICS__"]
+    if _SHIM.exists():
+        cmd += ["-include", str(_SHIM)]
+    cmd += [*flags, rel]
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr.strip().splitlines()[0] if res.stderr.strip() else "cpp")
+    ast = c_parser.CParser().parse(res.stdout, rel)
+    return Unit(ast=ast, path=rel, root=str(root))
+
+
+# ---- patch handling -----------------------------------------------------------------------
+def _diff_paths(text: str) -> list[tuple[str, str]]:
+    out = []
+    old = None
+    for line in text.splitlines():
+        if line.startswith("--- "):
+            old = line[4:].split("\t")[0].strip()
+        elif line.startswith("+++ ") and old is not None:
+            out.append((old, line[4:].split("\t")[0].strip()))
+            old = None
+    return out
+
+
+def apply_patch(root: Path, patch_file: Path) -> list[str]:
+    """Apply a unified diff inside `root` (strip level guessed); return touched paths."""
+    text = patch_file.read_text(errors="replace")
+    for p in (1, 0, 2, 3):
+        dry = subprocess.run(
+            ["patch", f"-p{p}", "--dry-run", "--batch", "--forward", "-s", "-i", str(patch_file)],
+            cwd=root, capture_output=True, text=True)
+        if dry.returncode == 0:
+            subprocess.run(["patch", f"-p{p}", "--batch", "--forward", "-s", "-i",
+                            str(patch_file)], cwd=root, capture_output=True, text=True,
+                           check=True)
+            touched = []
+            for a, b in _diff_paths(text):
+                path = b if b != "/dev/null" else a
+                parts = Path(path).parts[p:]
+                if parts:
+                    touched.append(str(Path(*parts)))
+            return touched
+    raise PatchError(f"{patch_file} does not apply to {root} (tried -p1, -p0, -p2, -p3)")
+
+
+def _affected_tus(touched: list[str], old_root: Path, new_root: Path,
+                  db: dict[str, tuple[list[str], str]]) -> list[str]:
+    """Changed .c files, plus every .c file that includes a changed header."""
+    out = [t for t in touched if t.endswith(".c")]
+    headers = [Path(t).name for t in touched if not t.endswith(".c")]
+    if headers:
+        candidates = list(db) or [
+            str(p.relative_to(new_root)) for p in new_root.rglob("*.c")
+        ]
+        pat = re.compile(
+            r'#\s*include\s*[<"](?:[^>"]*/)?(' + "|".join(map(re.escape, headers)) + r')[>"]'
+        )
+        for c in sorted(candidates):
+            if c in out:
+                continue
+            try:
+                if pat.search((new_root / c).read_text(errors="replace")):
+                    out.append(c)
+            except OSError:
+                continue
+    return out
+
+
+def _load_compile_commands(path: Path, src: Path) -> dict[str, tuple[list[str], str]]:
+    """file (relative to the tree) -> (preprocessor flags, directory)."""
+    out: dict[str, tuple[list[str], str]] = {}
+    for entry in json.loads(path.read_text()):
+        args = entry.get("arguments") or shlex.split(entry.get("command", ""))
+        directory = Path(entry.get("directory", "."))
+        f = Path(entry["file"])
+        f = f if f.is_absolute() else directory / f
+        try:
+            rel = str(f.resolve().relative_to(src))
+        except ValueError:
+            continue
+        flags: list[str] = []
+        i = 1
+        while i < len(args):
+            a = args[i]
+            if a in ("-I", "-D", "-U", "-include", "-isystem", "-iquote") and i + 1 < len(args):
+                val = args[i + 1]
+                if a in ("-I", "-isystem", "-iquote", "-include"):
+                    val = _rebase(val, directory, src)
+                flags += [a, val]
+                i += 2
+                continue
+            if a.startswith(_KEEP_FLAGS):
+                for pre in ("-I", "-isystem", "-iquote"):
+                    if a.startswith(pre) and len(a) > len(pre):
+                        a = pre + _rebase(a[len(pre):], directory, src)
+                        break
+                flags.append(a)
+            i += 1
+        out[rel] = (flags, str(directory))
+    return out
+
+
+def _rebase(p: str, directory: Path, src: Path) -> str:
+    """Include paths become relative to the tree root, so they work in the patched copy."""
+    full = Path(p) if Path(p).is_absolute() else directory / p
+    try:
+        return str(full.resolve().relative_to(src)) or "."
+    except ValueError:
+        return str(full)
