@@ -1,0 +1,188 @@
+"""`opus-bpf`: parse arguments, call one module, print text or JSON. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from opus_bpf.errors import OpusError
+
+EXAMPLES = """examples:
+  opus-bpf build --src ./server --patch fix.diff --binary ./server/server --cflags '-O2 -g' -o fix.opus
+  opus-bpf apply fix.opus --pid 1234          # wait up to 10 s for a quiescent moment, then patch
+  opus-bpf status --pid 1234 --json
+  opus-bpf revert fix.opus --pid 1234
+  opus-bpf analyze --src ./server --patch fix.diff --sarif fix.sarif
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="opus-bpf",
+        description="Live-patch running C programs (OPUS with BPF and ptrace).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("build", help="build a patch bundle from a source diff")
+    b.add_argument("--src", required=True, type=Path, help="source tree the binary was built from")
+    b.add_argument("--patch", required=True, type=Path, help="unified diff (the fix)")
+    b.add_argument("--binary", required=True, type=Path, help="the binary to patch (as built)")
+    g = b.add_mutually_exclusive_group()
+    g.add_argument("--compile-commands", type=Path, help="compile_commands.json of the build")
+    g.add_argument("--cflags", default=None, help="flags the program was compiled with")
+    b.add_argument(
+        "--accept-review", action="store_true", help="build even if analysis says review"
+    )
+    b.add_argument("-o", "--output", required=True, type=Path, help="bundle to write (.opus)")
+    b.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("apply", help="apply a bundle to a running process")
+    a.add_argument("bundle", help="bundle file (.opus)")
+    a.add_argument("--pid", required=True, type=int)
+    a.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for quiescence")
+    a.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("revert", help="revert an applied patch")
+    r.add_argument("patch", help="bundle file, patch id or patch name")
+    r.add_argument("--pid", required=True, type=int)
+    r.add_argument("--timeout", type=float, default=10.0)
+    r.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("status", help="patches applied to a process, read from the process")
+    s.add_argument("--pid", required=True, type=int)
+    s.add_argument("--json", action="store_true")
+
+    z = sub.add_parser("analyze", help="OPUS safety analysis of a source patch")
+    z.add_argument("--src", required=True, type=Path)
+    z.add_argument("--patch", required=True, type=Path)
+    zg = z.add_mutually_exclusive_group()
+    zg.add_argument("--compile-commands", type=Path)
+    zg.add_argument("--cflags", default=None)
+    z.add_argument("--json", action="store_true")
+    z.add_argument("--sarif", type=Path, help="write SARIF 2.1.0 to this file")
+    return p
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} µs" if seconds < 0.01 else f"{seconds * 1e3:.1f} ms"
+
+
+def _print_result(res: object, as_json: bool) -> None:
+    d = res.to_dict()  # type: ignore[attr-defined]
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    verb = "applied" if d["operation"] == "apply" else "reverted"
+    print(f"{verb} {d['name']} ({d['bundle_id']}) in process {d['pid']}")
+    for f in d["functions"]:
+        arrow = "->" if d["operation"] == "apply" else "<-"
+        print(f"  {f['name']}: {f['old_address']} {arrow} {f['new_address']} ({f['jump']})")
+    print(
+        f"  waited {_us(d['wait_seconds'])} for quiescence in {d['attempts']} look(s); "
+        f"paused {_us(d['pause_seconds'])} with all threads stopped; "
+        f"{d['probe_hits']} probe hits; total {_us(d['total_seconds'])}"
+    )
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from opus_bpf.patchbuild import build_bundle
+
+    res = build_bundle(
+        args.src,
+        args.patch,
+        args.binary,
+        args.output,
+        cflags=shlex.split(args.cflags) if args.cflags is not None else None,
+        compile_commands=args.compile_commands,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                res.to_dict() if hasattr(res, "to_dict") else vars(res), indent=2, default=str
+            )
+        )
+    else:
+        print(res.summary() if hasattr(res, "summary") else str(res))
+    return 0
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from opus_bpf.runtime.apply import apply_bundle
+
+    _print_result(apply_bundle(args.bundle, args.pid, timeout=args.timeout), args.json)
+    return 0
+
+
+def _cmd_revert(args: argparse.Namespace) -> int:
+    from opus_bpf.runtime.apply import revert_bundle
+
+    _print_result(revert_bundle(args.patch, args.pid, timeout=args.timeout), args.json)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from opus_bpf.runtime.status import process_status
+
+    patches = process_status(args.pid)
+    if args.json:
+        print(json.dumps({"pid": args.pid, "patches": [p.to_dict() for p in patches]}, indent=2))
+        return 0 if all(p.entry_ok for p in patches) else 1
+    if not patches:
+        print(f"process {args.pid}: no opus-bpf patches")
+    for p in patches:
+        flag = "" if p.entry_ok else "  !! entry bytes are not what the patch wrote"
+        print(f"{p.name} ({p.id}) {p.state}{flag}")
+        for f in p.functions:
+            print(f"  {f.name}: {f.old_address:#x} -> {f.new_address:#x} {f.state}")
+    return 0 if all(p.entry_ok for p in patches) else 1
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from opus_bpf import analysis
+
+    report = analysis.analyze_tree(
+        args.src,
+        args.patch,
+        cflags=shlex.split(args.cflags) if args.cflags is not None else None,
+        compile_commands=args.compile_commands,
+    )
+    if args.sarif:
+        args.sarif.write_text(json.dumps(report.to_sarif(), indent=2))
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
+    return analysis.exit_code(report)
+
+
+COMMANDS = {
+    "build": _cmd_build,
+    "apply": _cmd_apply,
+    "revert": _cmd_revert,
+    "status": _cmd_status,
+    "analyze": _cmd_analyze,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.cmd](args)
+    except OpusError as exc:
+        print(f"opus-bpf {args.cmd}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"opus-bpf {args.cmd}: interrupted; nothing was left half-done", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - errors from other layers that carry a message
+        msg = getattr(exc, "message", None)
+        if msg:
+            print(f"opus-bpf {args.cmd}: {msg}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

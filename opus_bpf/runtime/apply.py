@@ -1,0 +1,364 @@
+"""Apply and revert a bundle on a live process: the whole pipeline, failure paths beside each step.
+
+    verify bundle + build-id -> resolve old functions -> load + bind the patch object (process
+    running) -> probes count activations -> stop the world at a quiescent moment -> write the
+    patch record and the entry jumps -> resume -> remove probes
+
+Every failure before the jumps are written leaves the process as it was (the patch object is
+unmapped again); the jumps of one patch are written within one pause.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+from opus_bpf import bundle as bundle_mod
+from opus_bpf.errors import (
+    AlreadyApplied,
+    BundleError,
+    NotApplied,
+    OpusError,
+    SymbolProblem,
+    TargetMismatch,
+)
+from opus_bpf.runtime import loader as L
+from opus_bpf.runtime.memory import ProcessMemory
+from opus_bpf.runtime.probes import ActivationProbes, ProbeSite
+from opus_bpf.runtime.quiescence import CodeRange, wait_for_quiescence
+from opus_bpf.runtime.redirect import decode_jump, encode_jump
+from opus_bpf.runtime.remote import RemoteCaller
+from opus_bpf.runtime.status import PatchState, loaded_patches
+from opus_bpf.runtime.store import store_object
+from opus_bpf.target.elf import ElfImage, load_elf
+from opus_bpf.target.process import (
+    Mapping,
+    check_pid,
+    check_privileges,
+    load_bias,
+    mapped_objects,
+    read_maps,
+)
+
+
+@dataclass
+class Redirect:
+    name: str
+    old_address: int
+    new_address: int
+    jump: str  # "rel32" or "abs64"
+
+
+@dataclass
+class ApplyResult:
+    """What one apply or revert did, with the figures an operator and the metrics want."""
+
+    operation: str
+    pid: int
+    bundle_id: str
+    name: str
+    functions: list[Redirect] = field(default_factory=list)
+    wait_seconds: float = 0.0
+    pause_seconds: float = 0.0
+    pauses: list[float] = field(default_factory=list)
+    attempts: int = 0
+    probe_hits: int = 0
+    load_seconds: float = 0.0
+    probe_setup_seconds: float = 0.0
+    probe_detach_seconds: float = 0.0
+    total_seconds: float = 0.0
+    outcome: str = "applied"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for f in d["functions"]:
+            f["old_address"] = hex(f["old_address"])
+            f["new_address"] = hex(f["new_address"])
+        return d
+
+
+@dataclass
+class _Target:
+    image: ElfImage
+    path: str
+    bias: int
+    maps: list[Mapping]
+
+
+def _read_bundle(path: str) -> bundle_mod.Bundle:
+    try:
+        return bundle_mod.read_bundle(path)
+    except bundle_mod.BundleError as exc:
+        raise BundleError(exc.message) from exc
+
+
+def _find_target(pid: int, build_id: str, target_path: str) -> _Target:
+    """The object in the process (executable or library) whose build-id is the bundle's."""
+    maps = read_maps(pid)
+    objs = mapped_objects(pid, maps)
+    exe = os.readlink(f"/proc/{pid}/exe")
+    seen = []
+    for path in sorted(
+        objs, key=lambda p: (p != exe, os.path.basename(p) != os.path.basename(target_path))
+    ):
+        try:
+            img = load_elf(
+                f"/proc/{pid}/root{path}" if os.path.exists(f"/proc/{pid}/root{path}") else path,
+                need_symtab=False,
+            )
+        except Exception:  # noqa: BLE001 - not an ELF file
+            continue
+        if img.build_id == build_id:
+            full = load_elf(img.path)  # with symbols, from a debug file if stripped
+            return _Target(full, path, load_bias(full, objs[path]), maps)
+        if path == exe:
+            seen.append(f"{exe} has build-id {img.build_id}")
+    raise TargetMismatch(
+        f"process {pid} does not map the binary this patch was built for (build-id {build_id}, "
+        f"{target_path}); {'; '.join(seen) or 'no mapped object matches'}: rebuild the patch for it"
+    )
+
+
+def _active(patches: list[PatchState]) -> dict[int, tuple[PatchState, dict]]:
+    """new-function address -> (patch, its record entry), for patches currently active."""
+    out = {}
+    for p in patches:
+        if p.state == "active":
+            for f in p.record["functions"]:
+                out[f["new"]] = (p, f)
+    return out
+
+
+def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResult:
+    """Apply a bundle to a running process; raise OpusError with the process untouched."""
+    t_start = time.monotonic()
+    check_privileges()
+    check_pid(pid)
+    b = _read_bundle(bundle_path)
+    m = b.manifest
+    tgt = _find_target(pid, m.target.build_id, m.target.path)
+    so_path = store_object(b.so_bytes)
+    po = L.read_patch_object(so_path)
+    result = ApplyResult("apply", pid, m.id, m.name)
+
+    with ProcessMemory(pid) as mem:
+        patches = loaded_patches(pid, mem)
+        if any(p.id == m.id and p.state == "active" for p in patches):
+            raise AlreadyApplied(f"patch {m.name} ({m.id}) is already applied to process {pid}")
+        active = _active(patches)
+
+        # 1. what each old function is now, and what the probes and the stack check watch
+        plan = []
+        ranges: list[CodeRange] = []
+        sites: list[ProbeSite] = []
+        for f in m.functions:
+            sym = tgt.image.function(f.name, f.file, f.static)
+            if f.new_symbol not in po.symbols:
+                raise BundleError(f"patch object lacks {f.new_symbol}; the bundle is inconsistent")
+            old = tgt.bias + sym.value
+            if sym.size < 5:
+                raise SymbolProblem(
+                    f"function {f.name} is {sym.size} bytes long, too short for a 5-byte jump"
+                )
+            for lo, hi in tgt.image.function_pieces(sym):
+                ranges.append(CodeRange(tgt.bias + lo, tgt.bias + hi, f.name))
+            cur = mem.read(old, 16)
+            orig = tgt.image.read_vaddr(sym.value, 16)
+            dest = decode_jump(old, cur)
+            if cur == orig:
+                saved_src = "original"
+                sites.append(ProbeSite(tgt.image.path, sym.value, f.name))
+            elif dest is not None and dest in active:
+                prev, prev_f = active[dest]
+                saved_src = f"patch {prev.id}"
+                prev_po = L.read_patch_object(prev.object_path)
+                new_sym = next(
+                    (n for n, (v, _s) in prev_po.symbols.items() if prev.base + v == dest), None
+                )
+                lo, hi = prev.base + prev_po.text[0], prev.base + prev_po.text[1]
+                ranges.append(CodeRange(lo, hi, f"{f.name} (patch {prev.name})"))
+                if new_sym:
+                    sites.append(ProbeSite(prev.object_path, prev_po.symbols[new_sym][0], f.name))
+            elif cur[0] == 0xCC:
+                raise OpusError(
+                    f"the entry of {f.name} holds a breakpoint (a debugger or another tracing tool "
+                    "probes it); remove it and retry"
+                )
+            else:
+                raise OpusError(
+                    f"the entry of {f.name} in process {pid} differs from {tgt.path} and from any "
+                    "opus-bpf patch: something else modified it; refusing to patch"
+                )
+            plan.append((f, sym, old, cur, saved_src))
+
+        bindings = {}
+        for bd in m.bindings:
+            if bd.kind == "function":
+                s = tgt.image.function(bd.symbol, bd.file, bd.binding != "global")
+            else:
+                s = tgt.image.data_object(bd.symbol, bd.file, bd.binding, bd.function)
+            bindings[bd.slot] = tgt.bias + s.value
+
+        # 2. load and bind (the process keeps running), or reuse an earlier, reverted load
+        t0 = time.monotonic()
+        reuse = next((p for p in patches if p.id == m.id and p.state != "active"), None)
+        if reuse is not None:
+            base, record_addr, loaded_now = reuse.base, reuse.base + po.span, False
+        else:
+            near = min(old for _f, _s, old, _c, _src in plan)
+            lp = L.load(pid, mem, po, near, bindings)
+            base, record_addr, loaded_now = lp.base, lp.record, True
+        result.load_seconds = time.monotonic() - t0
+
+        writes = []
+        for f, sym, old, cur, _src in plan:
+            new = base + po.symbols[f.new_symbol][0]
+            jump = encode_jump(old, new, sym.size)
+            writes.append((f, old, new, jump, cur[: len(jump)]))
+            result.functions.append(
+                Redirect(f.name, old, new, "rel32" if len(jump) == 5 else "abs64")
+            )
+        seq = max([p.record.get("seq", 0) for p in patches] + [0]) + 1
+        record = {
+            "id": m.id,
+            "name": m.name,
+            "sha256": m.patch_object.sha256,
+            "object": so_path,
+            "base": base,
+            "span": po.span,
+            "text": [base + po.text[0], base + po.text[1]],
+            "build_id": m.target.build_id,
+            "seq": seq,
+            "state": "loaded",
+            "applied_at": None,
+            "functions": [
+                {"name": f.name, "old": old, "new": new, "jump": jump.hex(), "saved": saved.hex()}
+                for f, old, new, jump, saved in writes
+            ],
+        }
+        L.write_record(mem, record_addr, record)
+
+        # 3. wait for quiescence and redirect within one pause
+        probes = None
+        try:
+            t0 = time.monotonic()
+            probes = ActivationProbes(pid, sites) if sites else None
+            result.probe_setup_seconds = time.monotonic() - t0
+
+            def redirect(world: object) -> None:
+                record["state"] = "active"
+                record["applied_at"] = time.time()
+                L.write_record(mem, record_addr, record)
+                for _f, old, _new, jump, _saved in writes:
+                    mem.write(old, jump)
+
+            stats = wait_for_quiescence(pid, mem, ranges, probes, timeout, redirect)
+        except BaseException:
+            if probes is not None:
+                probes.detach()
+            _undo_load(pid, mem, base, po.span, record_addr, record, loaded_now)
+            raise
+        if probes is not None:
+            probes.detach()
+            result.probe_detach_seconds = probes.detach_seconds
+        # the kernel restores only entry bytes that still hold its breakpoint: check ours stayed
+        for f, old, _new, jump, _saved in writes:
+            if mem.read(old, len(jump)) != jump:
+                raise OpusError(
+                    f"the jump at {f.name} was changed after it was written; run "
+                    f"`opus-bpf status --pid {pid}`"
+                )
+        result.wait_seconds = stats.wait_seconds
+        result.pauses = stats.pauses
+        result.pause_seconds = stats.pauses[-1] if stats.pauses else 0.0
+        result.attempts = stats.attempts
+        result.probe_hits = stats.probe_hits
+        result.total_seconds = time.monotonic() - t_start
+        return result
+
+
+def _undo_load(
+    pid: int,
+    mem: ProcessMemory,
+    base: int,
+    span: int,
+    record_addr: int,
+    record: dict,
+    loaded_now: bool,
+) -> None:
+    """Leave the process as it was: unmap what this apply mapped, or mark a reused load idle."""
+    try:
+        if loaded_now and os.path.exists(f"/proc/{pid}"):
+            rc = RemoteCaller(pid, mem)
+            try:
+                L.unload(rc, base, span)
+            finally:
+                rc.close()
+        elif not loaded_now:
+            record["state"] = "reverted"
+            L.write_record(mem, record_addr, record)
+    except Exception:  # noqa: BLE001 - the jumps were never written; an idle mapping is harmless
+        pass
+
+
+def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyResult:
+    """Restore the old entries of an applied patch once no thread is inside its new code."""
+    t_start = time.monotonic()
+    check_privileges()
+    check_pid(pid)
+    want = bundle_or_id
+    if os.path.exists(bundle_or_id):
+        want = _read_bundle(bundle_or_id).manifest.id
+    with ProcessMemory(pid) as mem:
+        patches = loaded_patches(pid, mem)
+        match = [p for p in patches if p.state == "active" and want in (p.id, p.name)]
+        if not match:
+            raise NotApplied(
+                f"patch {want} is not applied to process {pid}; see `opus-bpf status --pid {pid}`"
+            )
+        p = match[-1]
+        for fs in p.functions:
+            if fs.state.startswith("stacked-under:"):
+                top = fs.state.split(":", 1)[1]
+                raise NotApplied(f"patch {top} is stacked on {p.name} ({fs.name}); revert it first")
+            if fs.state != "active":
+                raise OpusError(
+                    f"the entry of {fs.name} no longer holds this patch's jump; "
+                    "refusing to restore bytes over unknown code"
+                )
+        po = L.read_patch_object(p.object_path)
+        text = p.record["text"]
+        ranges = [CodeRange(text[0], text[1], f"the new code of {p.name}")]
+        sites = []
+        for f in p.record["functions"]:
+            sites.append(ProbeSite(p.object_path, f["new"] - p.base, f["name"]))
+        result = ApplyResult("revert", pid, p.id, p.name, outcome="reverted")
+        for f in p.record["functions"]:
+            result.functions.append(
+                Redirect(
+                    f["name"], f["old"], f["new"], "rel32" if len(f["jump"]) == 10 else "abs64"
+                )
+            )
+        record = dict(p.record)
+        record_addr = p.base + po.span
+        probes = ActivationProbes(pid, sites)
+        try:
+
+            def restore(world: object) -> None:
+                for f in record["functions"]:
+                    mem.write(f["old"], bytes.fromhex(f["saved"]))
+                record["state"] = "reverted"
+                L.write_record(mem, record_addr, record)
+
+            stats = wait_for_quiescence(pid, mem, ranges, probes, timeout, restore)
+        finally:
+            probes.detach()
+        result.probe_detach_seconds = probes.detach_seconds
+        result.wait_seconds = stats.wait_seconds
+        result.pauses = stats.pauses
+        result.pause_seconds = stats.pauses[-1] if stats.pauses else 0.0
+        result.attempts = stats.attempts
+        result.probe_hits = stats.probe_hits
+        result.total_seconds = time.monotonic() - t_start
+        return result

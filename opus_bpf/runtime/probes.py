@@ -1,0 +1,92 @@
+"""BCC uprobes/uretprobes that count live activations of the functions about to be replaced.
+
+The count says *when* it is worth stopping the process to look; it cannot say *that* no thread
+is inside (activations that began before attach are invisible, longjmp leaves counts high), so
+the stack check of stopped threads always decides.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from opus_bpf.errors import PermissionProblem
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf_progs"
+
+
+def bpf_source(name: str) -> Path:
+    path = BPF_DIR / name
+    if not path.exists():
+        raise FileNotFoundError(f"BPF program {path} is missing from this installation")
+    return path
+
+
+@dataclass(frozen=True)
+class ProbeSite:
+    """Where to probe: an ELF file and the link-time address of a function entry in it."""
+
+    path: str
+    vaddr: int
+    name: str
+
+
+class ActivationProbes:
+    """Attach on construction; `live()` is the number of activations the probes know of."""
+
+    def __init__(self, pid: int, sites: list[ProbeSite]) -> None:
+        try:
+            from bcc import BPF
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise PermissionProblem(
+                "the bcc Python module is missing: run scripts/dev.sh setup (Debian python3-bpfcc)"
+            ) from exc
+        t0 = time.monotonic()
+        try:
+            self.bpf = BPF(src_file=str(bpf_source("activations.c")))
+        except Exception as exc:
+            if os.geteuid() != 0:
+                raise PermissionProblem(
+                    "loading BPF needs root (CAP_BPF); run opus-bpf with sudo"
+                ) from exc
+            raise
+        self.compile_seconds = time.monotonic() - t0
+        t0 = time.monotonic()
+        self.attached = False
+        try:
+            for s in sites:
+                self.bpf.attach_uretprobe(name=s.path, addr=s.vaddr, fn_name="on_return", pid=pid)
+                self.bpf.attach_uprobe(name=s.path, addr=s.vaddr, fn_name="on_entry", pid=pid)
+            self.attached = True
+        except BaseException:
+            self.detach()
+            raise
+        self.attach_seconds = time.monotonic() - t0
+        self._totals = self.bpf["totals"]
+        self.detach_seconds = 0.0
+
+    def _get(self, i: int) -> int:
+        return int(self._totals[ctypes.c_int(i)].value)
+
+    def live(self) -> int:
+        return self._get(0)
+
+    def hits(self) -> int:
+        """Probe hits so far (entries + returns): each one cost the target a trap."""
+        return self._get(1) + self._get(2)
+
+    def busy_threads(self) -> list[int]:
+        return [k.value for k, v in self.bpf["depth"].items() if v.value > 0]
+
+    def detach(self) -> None:
+        """Remove every probe. The kernel only restores an entry byte that still holds its own
+        breakpoint, so a jump written over a probed entry survives this."""
+        t0 = time.monotonic()
+        bpf = getattr(self, "bpf", None)
+        if bpf is not None:
+            bpf.cleanup()
+            self.bpf = None
+        self.detach_seconds = time.monotonic() - t0

@@ -1,0 +1,154 @@
+"""Quiescence: a moment when no thread is inside any function being replaced.
+
+The BPF activation count says when to look; the authoritative check stops every thread and
+scans its PC and its whole live stack (rsp up to the end of the stack mapping) for any address
+inside the functions, their `.cold`/`.part` pieces, or the kernel's `[uprobes]` area (a uretprobe
+trampoline stands in for a return address). The scan is conservative: a stale word that looks
+like a return address only makes us wait and look again, never patch too early. A function
+pointer equal to an entry address is not an activation and is ignored.
+
+Each look is one short pause; between looks the process runs, with a growing back-off so that a
+busy function never freezes the target for more than one verification pause at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from opus_bpf.errors import ProcessExited, QuiescenceTimeout
+from opus_bpf.runtime import threads as T
+from opus_bpf.runtime.memory import ProcessMemory
+from opus_bpf.runtime.probes import ActivationProbes
+from opus_bpf.target.process import Mapping, read_maps
+
+MAX_STACK_SCAN = 8 << 20
+
+
+@dataclass(frozen=True)
+class CodeRange:
+    start: int
+    end: int
+    label: str  # function name, for the operator
+
+
+@dataclass
+class Activation:
+    tid: int
+    label: str
+    where: str  # "pc" or "stack"
+    address: int
+
+
+@dataclass
+class WaitStats:
+    attempts: int = 0
+    wait_seconds: float = 0.0
+    pauses: list[float] = field(default_factory=list)
+    probe_hits: int = 0
+    last_busy: Activation | None = None
+
+
+def find_activation(
+    world: T.World, mem: ProcessMemory, maps: list[Mapping], ranges: list[CodeRange]
+) -> Activation | None:
+    """First thread found executing in, or returning into, one of `ranges`; None if none."""
+    special = [
+        CodeRange(m.start, m.end, "[uprobes] (a probed function is active)")
+        for m in maps
+        if m.path == "[uprobes]"
+    ]
+    all_ranges = ranges + special
+    entries = np.array([r.start for r in ranges], dtype=np.uint64)
+    for st in world.threads.values():
+        regs = st.regs if st.regs is not None else T.get_regs(st.tid)
+        pc = regs.rip
+        for r in all_ranges:
+            if r.start <= pc < r.end:
+                return Activation(st.tid, r.label, "pc", pc)
+        sp = regs.rsp
+        stack = next((m for m in maps if m.start <= sp < m.end), None)
+        if stack is None:
+            return Activation(st.tid, "an unmapped stack pointer", "stack", sp)
+        length = min(stack.end - sp, MAX_STACK_SCAN) & ~7
+        data = mem.read(sp, length)
+        words = np.frombuffer(data[: len(data) & ~7], dtype="<u8")
+        for r in all_ranges:
+            hit = np.flatnonzero(
+                (words >= np.uint64(r.start))
+                & (words < np.uint64(r.end))
+                & ~np.isin(words, entries)
+            )
+            if hit.size:
+                return Activation(st.tid, r.label, "stack", int(words[hit[0]]))
+    return None
+
+
+def wait_for_quiescence(
+    pid: int,
+    mem: ProcessMemory,
+    ranges: list[CodeRange],
+    probes: ActivationProbes | None,
+    timeout: float,
+    on_quiescent: Callable[[T.World], None],
+    force_look_every: float = 0.1,
+) -> WaitStats:
+    """Stop the world at a quiescent moment and run `on_quiescent` while it is stopped.
+
+    `on_quiescent` runs with every thread held; whatever it raises, the threads are resumed.
+    Raises QuiescenceTimeout (the process untouched) when no such moment came before `timeout`.
+    """
+    stats = WaitStats()
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    backoff = 0.001
+    last_look = 0.0
+    while True:
+        now = time.monotonic()
+        live = probes.live() if probes is not None else 0
+        if live <= 0 or now - last_look >= force_look_every:
+            last_look = now
+            stats.attempts += 1
+            maps = read_maps(pid)
+            world = T.stop_world(pid)
+            try:
+                busy = find_activation(world, mem, maps, ranges)
+                if busy is None:
+                    stats.wait_seconds = time.monotonic() - t0
+                    on_quiescent(world)
+                    T.resume_world(world)
+                    stats.pauses.append(world.pause_seconds)
+                    if probes is not None:
+                        stats.probe_hits = probes.hits()
+                    return stats
+            except BaseException:
+                T.resume_world(world)
+                raise
+            T.resume_world(world)
+            stats.pauses.append(world.pause_seconds)
+            stats.last_busy = busy
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 0.05)
+        else:
+            time.sleep(0.0005)
+        if time.monotonic() > deadline:
+            stats.wait_seconds = time.monotonic() - t0
+            if probes is not None:
+                stats.probe_hits = probes.hits()
+            b = stats.last_busy
+            if b is not None:
+                why = (
+                    f"thread {b.tid} was {'executing' if b.where == 'pc' else 'returning into'} "
+                    f"{b.label}"
+                )
+            else:
+                why = f"BPF probes counted {live} live activation(s)"
+            raise QuiescenceTimeout(
+                f"timed out after {timeout:g}s waiting for the functions to be idle ({why}; "
+                f"{stats.attempts} looks); nothing was changed: retry later or raise --timeout"
+            )
+        if not T.list_threads(pid):
+            raise ProcessExited(f"process {pid} exited")

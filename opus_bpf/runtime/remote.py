@@ -1,0 +1,270 @@
+"""Remote system calls in a target thread through a self-restoring stub.
+
+The stub is 29 bytes written into the never-executed padding after an executable segment:
+
+    syscall                      ; the call we inject
+    pop r15 ... pop rdi          ; 15 general registers of the thread's continuation
+    popfq                        ; its flags
+    ret 128                      ; its rip, and rsp back above the red zone
+
+Before a call the thread's continuation (its registers, with an interrupted system call already
+turned into its restart the way the kernel would: rip - 2, rax = orig_rax, or restart_syscall)
+is pushed below the red zone of its own stack and the thread is pointed at the stub. We regain
+control at the syscall-exit stop (PTRACE_SYSCALL with TRACESYSGOOD), read the result, and either
+inject the next call or let the thread go: it then runs the rest of the stub and resumes exactly
+where it was. If opus-bpf dies at any instant, the kernel detaches the thread and it finishes the
+stub by itself: the worst outcome is one harmless mapping left in the process. Nothing in the
+target's libc runs, so a lock another thread holds (malloc, the loader) cannot deadlock us.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import struct
+from dataclasses import dataclass
+
+from opus_bpf.errors import InjectionError, ProcessExited
+from opus_bpf.runtime import threads as T
+from opus_bpf.runtime.memory import ProcessMemory
+from opus_bpf.target.elf import load_elf
+from opus_bpf.target.process import Mapping, read_maps
+
+STUB = bytes.fromhex(
+    "0f05"  # syscall
+    "415f415e415d415c5d5b415b415a41594158"  # pop r15 r14 r13 r12 rbp rbx r11 r10 r9 r8
+    "58595a5e5f"  # pop rax rcx rdx rsi rdi
+    "9d"  # popfq
+    "c28000"  # ret 128
+)
+STUB_TAG = b"OPUS-BPF-STUB-1\0"
+RED_ZONE = 128
+CONT_ORDER = (
+    "r15",
+    "r14",
+    "r13",
+    "r12",
+    "rbp",
+    "rbx",
+    "r11",
+    "r10",
+    "r9",
+    "r8",
+    "rax",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "eflags",
+    "rip",
+)
+BLOCK_SIZE = 8 * len(CONT_ORDER)
+SCRATCH = 1024  # bytes below the block for strings passed to syscalls
+
+ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+NR_restart_syscall = 219
+NO_SYSCALL = (1 << 64) - 1
+
+SYS = {"mmap": 9, "mprotect": 10, "munmap": 11, "close": 3, "openat": 257, "prctl": 157}
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def continuation(regs: T.Regs) -> T.Regs:
+    """The registers the thread must resume with, with a pending syscall restart made explicit.
+
+    When a thread is stopped inside an interrupted system call the kernel would, on resume,
+    either restart it (rip -= 2, rax = orig_rax) or run restart_syscall. We perform that
+    transformation ourselves so the stub can resume the thread with plain registers.
+    """
+    cont = T.copy_regs(regs)
+    if _signed(regs.orig_rax) >= 0:
+        ret = -_signed(regs.rax)
+        if ret in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
+            cont.rax = regs.orig_rax
+            cont.rip = regs.rip - 2
+        elif ret == ERESTART_RESTARTBLOCK:
+            cont.rax = NR_restart_syscall
+            cont.rip = regs.rip - 2
+    cont.orig_rax = NO_SYSCALL
+    return cont
+
+
+def find_stub(pid: int, mem: ProcessMemory, maps: list[Mapping] | None = None) -> int:
+    """Address of the stub in this process, writing it into segment padding if not there yet.
+
+    The padding between the end of an executable PT_LOAD and the end of its page is mapped
+    executable but is not part of any section: no code of the program runs there.
+    """
+    maps = maps or read_maps(pid)
+    page = os.sysconf("SC_PAGE_SIZE")
+    need = len(STUB) + len(STUB_TAG)
+    by_path: dict[str, list[Mapping]] = {}
+    for m in maps:
+        if m.path.startswith("/") and m.inode:
+            by_path.setdefault(m.path, []).append(m)
+    exe = os.readlink(f"/proc/{pid}/exe")
+    order = sorted(by_path, key=lambda p: (p != exe, "libc.so" not in p, p))
+    for path in order:
+        xmaps = [m for m in by_path[path] if "x" in m.perms]
+        if not xmaps:
+            continue
+        try:
+            image = load_elf(path, need_symtab=False)
+        except Exception:  # noqa: BLE001 - any unreadable object is just not a candidate
+            continue
+        first = by_path[path][0]
+        from opus_bpf.target.process import load_bias
+
+        try:
+            bias = load_bias(image, by_path[path])
+        except Exception:  # noqa: BLE001
+            continue
+        del first
+        for seg in image.segments:
+            if not seg.flags & 1:
+                continue
+            end = bias + seg.vaddr + seg.filesz
+            page_end = (end + page - 1) & ~(page - 1)
+            start = (end + 15) & ~15
+            if page_end - start < need or not any(
+                m.contains(start) and m.contains(page_end - 1) for m in xmaps
+            ):
+                continue
+            cur = mem.read(start, need)
+            if cur == STUB + STUB_TAG:
+                return start
+            if cur == b"\0" * need:
+                mem.write(start, STUB + STUB_TAG)
+                if mem.read(start, need) == STUB + STUB_TAG:
+                    return start
+    raise InjectionError(
+        f"no room for the syscall stub in any executable mapping of process {pid}; nothing was changed"
+    )
+
+
+@dataclass
+class HeldThread:
+    """One thread seized for remote calls, with its continuation pushed on its stack."""
+
+    tid: int
+    regs: T.Regs  # as stopped
+    block: int  # address of the continuation block
+    stub: int
+    signals: list[int]
+    primed: bool = False
+
+
+class RemoteCaller:
+    """Run system calls inside one thread of the target; `close()` lets the thread go."""
+
+    def __init__(self, pid: int, mem: ProcessMemory, tid: int | None = None) -> None:
+        self.pid = pid
+        self.mem = mem
+        self.stub = find_stub(pid, mem)
+        self.thread = self._hold(tid or pid)
+
+    def _hold(self, tid: int) -> HeldThread:
+        if not T.seize(tid):
+            raise ProcessExited(f"thread {tid} of process {self.pid} exited")
+        st = T.StoppedThread(tid)
+        T.ptrace(T.PTRACE_INTERRUPT, tid)
+        if not T.wait_stop(st):
+            raise ProcessExited(f"process {self.pid} exited")
+        regs = T.get_regs(tid)
+        status = _thread_features(tid)
+        if "shstk" in status:
+            T.detach(tid, st.signal)
+            raise InjectionError(f"thread {tid} runs with a shadow stack (CET); not supported yet")
+        cont = continuation(regs)
+        block = cont.rsp - RED_ZONE - BLOCK_SIZE
+        held = HeldThread(tid, regs, block, self.stub, [st.signal] if st.signal else [])
+        try:
+            self.mem.write(block, struct.pack("<17Q", *(getattr(cont, r) for r in CONT_ORDER)))
+        except BaseException:
+            T.detach(tid, st.signal)
+            raise
+        return held
+
+    @property
+    def scratch(self) -> int:
+        return self.thread.block - SCRATCH
+
+    def call(self, name: str, *args: int) -> int:
+        """One system call in the held thread; returns the raw result (negative errno on failure)."""
+        h = self.thread
+        inj = T.copy_regs(h.regs)
+        inj.rip = h.stub
+        inj.rsp = h.block
+        inj.rax = SYS[name]
+        inj.orig_rax = NO_SYSCALL
+        for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(inj, reg, val & 0xFFFFFFFFFFFFFFFF)
+        T.set_regs(h.tid, inj)
+        h.primed = True
+        self._until_syscall_stop()  # entry
+        self._until_syscall_stop()  # exit
+        out = T.get_regs(h.tid)
+        if out.rip != h.stub + 2:
+            raise InjectionError(
+                f"remote {name} in thread {h.tid} stopped at {out.rip:#x}, not after the stub"
+            )
+        return _signed(out.rax)
+
+    def _until_syscall_stop(self) -> None:
+        h = self.thread
+        T.ptrace(T.PTRACE_SYSCALL, h.tid, 0, 0)
+        while True:
+            try:
+                _, status = os.waitpid(h.tid, T.WALL)
+            except ChildProcessError as exc:
+                raise ProcessExited(f"process {self.pid} exited during a remote call") from exc
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                raise ProcessExited(f"process {self.pid} exited during a remote call")
+            sig = os.WSTOPSIG(status)
+            if sig == (signal.SIGTRAP | 0x80):
+                return
+            if (status >> 16) == 0 and sig != signal.SIGTRAP:
+                h.signals.append(sig)  # a real signal: hand it back when we let go
+            T.ptrace(T.PTRACE_SYSCALL, h.tid, 0, 0)
+
+    def write_string(self, s: str) -> int:
+        data = s.encode() + b"\0"
+        if len(data) > SCRATCH - 16:
+            raise InjectionError(f"path too long for the remote scratch area: {s}")
+        self.mem.write(self.scratch, data)
+        return self.scratch
+
+    def close(self) -> None:
+        """Let the thread go: it runs the rest of the stub (or is restored directly if never primed)."""
+        h = self.thread
+        sig = h.signals[0] if h.signals else 0
+        if not h.primed:
+            T.detach(h.tid, sig)
+            return
+        # At the exit stop the thread sits after the stub's syscall with rsp at the block:
+        # detaching lets it restore its own continuation.
+        T.detach(h.tid, sig)
+
+    def check(self, name: str, res: int) -> int:
+        if res < 0:
+            raise InjectionError(f"remote {name} failed in process {self.pid}: {os.strerror(-res)}")
+        return res
+
+
+def _thread_features(tid: int) -> str:
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for ln in f:
+                if ln.startswith("x86_Thread_features:"):
+                    return ln
+    except OSError:
+        pass
+    return ""
+
+
+__all__ = ["RemoteCaller", "continuation", "find_stub", "STUB", "ctypes", "errno"]
