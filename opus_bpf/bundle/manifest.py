@@ -62,6 +62,7 @@ class Binding:
     binding: str  # "global" | "static" | "local-static"
     file: str
     function: str | None = None  # enclosing function, for local-static
+    target_symbol: str = ""  # exact .symtab name the build found ("calls.0"); a hint, verify
 
 
 @dataclass

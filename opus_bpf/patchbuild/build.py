@@ -1,0 +1,295 @@
+"""build_bundle: diff + sources + target binary -> a verified .opus bundle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..bundle import (
+    AddedFunction,
+    Binding,
+    BuildInfo,
+    Manifest,
+    PatchObject,
+    ReplacedFunction,
+    Target,
+    write_bundle,
+)
+from ..cfront import CFrontError, ChangeSet, TranslationUnit, changed_functions, parse
+from .compdb import CompileCommand, find_command, load_compdb, parse_cflags
+from .diffapply import apply_patch, copy_tree, remap
+from .elfinfo import TargetInfo, check_patch_object, read_target
+from .errors import BuildError
+from .generate import GeneratedTU, generate_patch_tu
+
+C_SUFFIXES = (".c",)
+HEADER_SUFFIXES = (".h",)
+
+# flags that conflict with building a position-independent shared object, or that instrument
+# code with a runtime the target may not have
+_DROP_EXACT = {"-fPIE", "-fpie", "-fno-pic", "-fno-PIC", "-fno-pie", "-fno-PIE", "-no-pie",
+               "-pie", "-static", "-static-pie", "-c", "-E", "-S", "-pg", "--coverage",
+               "-fwhole-program", "-save-temps", "-shared", "-fno-common"}
+_DROP_PREFIX = ("-flto", "-fsanitize", "-fprofile", "-ftest-coverage", "-Werror", "-Wl,",
+                "-fcf-protection=none-never")
+PATCH_CFLAGS = ["-fPIC", "-fvisibility=hidden", "-ffunction-sections", "-fdata-sections",
+                "-Wno-error"]
+LINK_FLAGS = ["-shared", "-nostartfiles", "-Wl,--gc-sections", "-Wl,-z,now",
+              "-Wl,--build-id", "-Wl,-z,noexecstack"]
+
+
+@dataclass
+class BuildResult:
+    """What `opus-bpf build` prints."""
+
+    output: Path
+    bundle_id: str
+    functions_replaced: list[str]
+    functions_added: list[str]
+    bindings_count: int
+    compile_seconds: float
+    manifest: Manifest
+    warnings: list[str] = field(default_factory=list)
+    changes: dict[str, ChangeSet] = field(default_factory=dict)  # source path -> changes
+
+    def summary(self) -> str:
+        return (f"{self.output}: bundle {self.bundle_id}, replaces "
+                f"{', '.join(self.functions_replaced) or 'nothing'}"
+                + (f", adds {', '.join(self.functions_added)}" if self.functions_added else "")
+                + f", {self.bindings_count} bindings, compiled in {self.compile_seconds:.2f}s")
+
+
+def compile_flags(args: list[str]) -> list[str]:
+    """The program's flags minus what cannot go into a PIC shared object."""
+    out: list[str] = []
+    for a in args:
+        if a in _DROP_EXACT or a.startswith(_DROP_PREFIX) or a.startswith("-M"):
+            continue
+        out.append(a)
+    return out
+
+
+def _compiler_version(cc: str) -> str:
+    try:
+        p = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
+        return p.stdout.splitlines()[0] if p.stdout else cc
+    except OSError:
+        return cc
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> None:
+    try:
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise BuildError(f"cannot run {cmd[0]}: {e}; install gcc") from e
+    if p.returncode != 0:
+        errs = [ln for ln in p.stderr.splitlines() if "error" in ln] or p.stderr.splitlines()
+        first = errs[0].strip() if errs else f"exit status {p.returncode}"
+        raise BuildError(f"{what} failed: {first}")
+
+
+@dataclass
+class _Unit:
+    rel: str  # path relative to --src
+    old_cmd: CompileCommand
+    new_cmd: CompileCommand
+    old_tu: TranslationUnit | None = None
+    new_tu: TranslationUnit | None = None
+    changes: ChangeSet | None = None
+    gen: GeneratedTU | None = None
+
+
+def _commands(rel: str, src: Path, tree: Path, cflags: list[str] | None,
+              compdb: list[dict] | None) -> tuple[CompileCommand, CompileCommand] | None:
+    if compdb is not None:
+        old = find_command(compdb, src / rel)
+        if old is None:
+            return None
+        new = CompileCommand(
+            Path(remap(str(old.directory), src, tree)),
+            remap(old.file_arg, src, tree),
+            [remap(a, src, tree) if not a.startswith("-") else
+             _remap_joined(a, src, tree) for a in old.args],
+            old.compiler)
+        return old, new
+    flags = list(cflags or [])
+    return (CompileCommand(src, rel, flags), CompileCommand(tree, rel, flags))
+
+
+def _remap_joined(arg: str, src: Path, tree: Path) -> str:
+    for pre in ("-I", "-isystem", "-iquote", "-idirafter", "-include"):
+        if arg.startswith(pre) and len(arg) > len(pre):
+            return pre + remap(arg[len(pre):], src, tree)
+    return arg
+
+
+def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[str],
+                 binary: str | os.PathLike[str], output: str | os.PathLike[str],
+                 cflags: list[str] | str | None = None,
+                 compile_commands: str | os.PathLike[str] | None = None,
+                 *, cc: str = "gcc", keep_dir: str | os.PathLike[str] | None = None
+                 ) -> BuildResult:
+    """Build a bundle that replaces the functions *patch_file* changes in *binary*.
+
+    *cflags* (list or shell string) apply to every file; *compile_commands* gives per-file
+    flags instead. *keep_dir*, when set, receives the patched tree and generated TUs for
+    inspection.
+    """
+    src = Path(src_dir).resolve()
+    if not src.is_dir():
+        raise BuildError(f"--src {src_dir} is not a directory; pass the source tree the binary "
+                         f"was built from")
+    target = read_target(binary)
+    flags = parse_cflags(cflags) if cflags is not None else None
+    compdb = load_compdb(Path(compile_commands)) if compile_commands else None
+    warnings: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="opus-build-"))
+    try:
+        tree = tmp / "tree"
+        copy_tree(src, tree)
+        file_changes = apply_patch(tree, Path(patch_file))
+        units = _select_units(file_changes, src, tree, flags, compdb)
+        t0 = time.monotonic()
+        taken: set[str] = set()
+        for u in units:
+            try:
+                u.old_tu = parse(u.old_cmd.file_arg, u.old_cmd.args, u.old_cmd.directory, cc=cc)
+                u.new_tu = parse(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory, cc=cc)
+            except CFrontError as e:
+                raise BuildError(e.message) from e
+            u.changes = changed_functions(u.old_tu, u.new_tu)
+        units = [u for u in units if u.changes and (u.changes.modified or u.changes.added)]
+        if not units:
+            raise BuildError(f"{patch_file} changes no function body the patch could replace "
+                             f"(only comments, declarations or removed functions?)")
+        so_path = tmp / "patch.so"
+        objects: list[str] = []
+        for i, u in enumerate(units):
+            assert u.new_tu is not None and u.old_tu is not None and u.changes is not None
+            if u.changes.removed:
+                warnings.append(f"{u.rel}: removed functions {', '.join(u.changes.removed)} "
+                                f"stay in the target (their callers may still call them)")
+            src_file = Path(u.new_cmd.directory) / u.new_cmd.file_arg
+            text = src_file.read_text(errors="surrogateescape")
+            base = os.path.basename(u.new_cmd.file_arg)
+            if base not in target.symbols.files:
+                raise BuildError(f"{target.path} has no STT_FILE symbol for {base}: it was not "
+                                 f"built from this source file (or with LTO); check --src and "
+                                 f"--binary")
+            u.gen = generate_patch_tu(text, u.new_tu, u.old_tu, u.changes, target.symbols,
+                                      base, target.path, taken)
+            warnings += u.gen.warnings
+            src_file.write_text(u.gen.text, errors="surrogateescape")
+            obj = tmp / f"tu{i}.o"
+            args = compile_flags(u.new_cmd.args)
+            if not any(a.startswith("-g") for a in args):
+                args.append("-g")
+            _run([cc, *args, *PATCH_CFLAGS, "-c", u.new_cmd.file_arg, "-o", str(obj)],
+                 u.new_cmd.directory, f"compiling the patch TU for {u.rel}")
+            objects.append(str(obj))
+        link_extra = [a for a in compile_flags(units[0].new_cmd.args)
+                      if a.startswith(("-m", "-pthread", "--sysroot", "-fuse-ld"))]
+        _run([cc, *link_extra, *LINK_FLAGS, "-o", str(so_path), *objects], tmp,
+             "linking patch.so")
+        compile_seconds = time.monotonic() - t0
+        manifest = _manifest(Path(output), target, units, cc, flags, src)
+        check_patch_object(so_path, [b.slot for b in manifest.bindings],
+                           [f.new_symbol for f in manifest.functions]
+                           + [f.name for f in manifest.added_functions])
+        so_bytes = so_path.read_bytes()
+        manifest = write_bundle(output, manifest, so_bytes)
+        if keep_dir is not None:
+            shutil.copytree(tmp, keep_dir, dirs_exist_ok=True)
+        return BuildResult(
+            output=Path(output), bundle_id=manifest.id,
+            functions_replaced=[f.name for f in manifest.functions],
+            functions_added=[f.name for f in manifest.added_functions],
+            bindings_count=len(manifest.bindings), compile_seconds=compile_seconds,
+            manifest=manifest, warnings=warnings,
+            changes={u.rel: u.changes for u in units if u.changes is not None})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _select_units(file_changes, src: Path, tree: Path, flags: list[str] | None,
+                  compdb: list[dict] | None) -> list[_Unit]:
+    units: list[_Unit] = []
+    headers = False
+    for fc in file_changes:
+        if fc.path.endswith(HEADER_SUFFIXES):
+            headers = True
+            continue
+        if not fc.path.endswith(C_SUFFIXES):
+            continue
+        if fc.created:
+            raise BuildError(f"the patch creates {fc.path}: new source files are not supported; "
+                             f"put new functions into an existing file")
+        if fc.deleted:
+            raise BuildError(f"the patch deletes {fc.path}: cannot live-patch that")
+        cmds = _commands(fc.path, src, tree, flags, compdb)
+        if cmds is None:
+            raise BuildError(f"{fc.path} has no entry in the compile commands; pass the "
+                             f"compile_commands.json of the build that produced the binary")
+        units.append(_Unit(fc.path, *cmds))
+    if headers:
+        # a header change can change any TU that includes it: compare every known TU
+        seen = {u.rel for u in units}
+        for rel in _all_sources(src, compdb):
+            if rel not in seen:
+                cmds = _commands(rel, src, tree, flags, compdb)
+                if cmds is not None:
+                    units.append(_Unit(rel, *cmds))
+                    seen.add(rel)
+    if not units:
+        raise BuildError("the patch changes no .c file or header; nothing to build")
+    return units
+
+
+def _all_sources(src: Path, compdb: list[dict] | None) -> list[str]:
+    if compdb is not None:
+        out = []
+        for e in compdb:
+            try:
+                p = (Path(e["directory"]) / e["file"]).resolve()
+                out.append(str(p.relative_to(src)))
+            except (KeyError, ValueError, TypeError):
+                continue
+        return out
+    return sorted(str(p.relative_to(src)) for p in src.rglob("*.c")
+                  if not any(part.startswith(".") for part in p.relative_to(src).parts))
+
+
+def _manifest(output: Path, target: TargetInfo, units: list[_Unit], cc: str,
+              flags: list[str] | None, src: Path) -> Manifest:
+    functions: list[ReplacedFunction] = []
+    added: list[AddedFunction] = []
+    bindings: list[Binding] = []
+    for u in units:
+        assert u.gen is not None and u.new_tu is not None
+        base = os.path.basename(u.new_cmd.file_arg)
+        for name in u.gen.replaced:
+            fd = u.new_tu.functions[name]
+            functions.append(ReplacedFunction(name, base, fd.is_static, name, u.rel))
+        for name in u.gen.added:
+            fd = u.new_tu.functions[name]
+            added.append(AddedFunction(name, base, fd.is_static, u.rel, "new"))
+        for name in u.gen.copied:
+            fd = u.new_tu.functions[name]
+            added.append(AddedFunction(name, base, fd.is_static, u.rel, "copied"))
+        for s in u.gen.slots:
+            bindings.append(Binding(s.slot, s.symbol, s.kind, s.binding, base, s.function,
+                                    s.target_symbol))
+    name = output.name[:-5] if output.name.endswith(".opus") else output.name
+    used_flags = flags if flags is not None else compile_flags(units[0].old_cmd.args)
+    return Manifest(
+        name=name,
+        target=Target(target.path, target.build_id, target.elf_type),
+        patch_object=PatchObject("", 0),
+        functions=functions, added_functions=added, bindings=bindings,
+        build=BuildInfo(_compiler_version(cc), list(used_flags)),
+    )

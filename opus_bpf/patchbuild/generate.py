@@ -1,0 +1,422 @@
+"""Generate the patch translation unit from the NEW source text.
+
+Unchanged function definitions become prototypes; each changed, added (or copied) function is
+wrapped in ``#define name (*__opus_ref_name)`` ... ``#undef name`` for every reference to state
+or code the target defines, with ``static __typeof__(name) *__opus_ref_name`` slots that the
+runtime fills with target addresses. Line numbers of the source are preserved with ``#line`` so
+debug info and ``__LINE__`` match the new source.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+from dataclasses import dataclass, field
+
+from pycparser import c_ast, c_generator
+
+from ..cfront import ChangeSet, FunctionDef, LocalStatic, TranslationUnit
+from ..cfront.spans import FunctionSpan, Token, function_spans, tokenize
+from .elfinfo import SymbolIndex
+from .errors import BuildError
+
+SLOT_PREFIX = "__opus_ref_"
+KEEP_ARRAY = "__opus_keep"
+
+
+@dataclass
+class Slot:
+    """One pointer slot in the patch object and the target symbol it must point to."""
+
+    slot: str
+    c_name: str  # identifier the #define rewrites
+    symbol: str  # C name of the target symbol
+    kind: str  # "object" | "function"
+    binding: str  # "global" | "static" | "local-static"
+    function: str | None = None
+    target_symbol: str = ""  # exact .symtab name found at build time (calls.0 for a local)
+    decl: str = ""  # C declaration of the slot
+
+
+@dataclass
+class GeneratedTU:
+    text: str
+    replaced: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+    slots: list[Slot] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Lines:
+    def __init__(self, text: str) -> None:
+        self.nl = [i for i, c in enumerate(text) if c == "\n"]
+
+    def line(self, offset: int) -> int:
+        return bisect.bisect_left(self.nl, offset) + 1
+
+
+def _uniq(base: str, taken: set[str]) -> str:
+    name, n = base, 2
+    while name in taken:
+        name = f"{base}__{n}"
+        n += 1
+    taken.add(name)
+    return name
+
+
+def _local_slot_decl(ls: LocalStatic, slot: str) -> str:
+    """``static T (*slot)`` for a block-scope static, typed from its declaration."""
+    t = copy.deepcopy(ls.node.type)
+    if isinstance(t, c_ast.ArrayDecl) and t.dim is None and ls.node.init is not None:
+        init = ls.node.init
+        if isinstance(init, c_ast.InitList) and not any(
+                isinstance(e, c_ast.NamedInitializer) for e in init.exprs):
+            t.dim = c_ast.Constant("int", str(len(init.exprs)))
+        elif isinstance(init, c_ast.Constant) and init.type == "string":
+            t.dim = c_ast.Constant("int", f"sizeof({init.value})")
+    inner = t
+    while not isinstance(inner, c_ast.TypeDecl):
+        inner = inner.type
+    inner.declname = slot
+    for n in _type_nodes(t):
+        if isinstance(n, (c_ast.Struct, c_ast.Union, c_ast.Enum)) and (
+                getattr(n, "decls", None) is not None or getattr(n, "values", None) is not None):
+            raise BuildError(f"local static {ls.name} (line {ls.line}) has a type defined inside "
+                             f"the function; move the struct/union/enum definition to file "
+                             f"scope so the patch can name it")
+    decl = c_ast.Decl(slot, [], [], ["static"], [], c_ast.PtrDecl([], t), None, None)
+    return c_generator.CGenerator().visit(decl) + " __attribute__((used));"
+
+
+def _type_nodes(t: c_ast.Node | None):
+    while t is not None:
+        yield t
+        t = getattr(t, "type", None)
+
+
+def _static_statements(toks: list[Token], lo: int, hi: int) -> list[tuple[int, int, set[str]]]:
+    """(start token, end token inclusive, identifiers) of block-scope declarations containing
+    ``static`` within token index range [lo, hi)."""
+    out: list[tuple[int, int, set[str]]] = []
+    seen: set[int] = set()
+    for k in range(lo, hi):
+        if toks[k].text != "static":
+            continue
+        s = k
+        while s > lo and toks[s - 1].text not in ("{", "}", ";"):
+            s -= 1
+        if s in seen:
+            continue
+        seen.add(s)
+        depth = 0
+        e = k
+        while e < hi:
+            tx = toks[e].text
+            if tx in "([{":
+                depth += 1
+            elif tx in ")]}":
+                depth -= 1
+            elif tx == ";" and depth == 0:
+                break
+            e += 1
+        out.append((s, e, {toks[j].text for j in range(s, e) if toks[j].kind == "id"}))
+    return out
+
+
+def _blank(text: str) -> str:
+    """Same length in lines, no content: keeps line numbers of what follows."""
+    return "\n" * text.count("\n")
+
+
+class _Generator:
+    def __init__(self, text: str, new_tu: TranslationUnit, old_tu: TranslationUnit,
+                 changes: ChangeSet, symbols: SymbolIndex, file_base: str, binary: str,
+                 taken: set[str]) -> None:
+        self.text = text
+        self.new = new_tu
+        self.old = old_tu
+        self.changes = changes
+        self.syms = symbols
+        self.file = file_base
+        self.binary = binary
+        self.taken = taken
+        self.out = GeneratedTU(text="")
+        self.tu_slots: dict[tuple[str, str, str | None], Slot] = {}
+
+    # ---- deciding what goes through a slot ------------------------------------------------
+    def _check_function(self, fd: FunctionDef) -> None:
+        if fd.name == "main":
+            raise BuildError("main is changed: a running process never re-enters main, so the "
+                             "fix would never run; move the changed code into a function main "
+                             "calls")
+        if fd.is_inline:
+            raise BuildError(f"{fd.name} ({self.file}:{fd.line}) is inline: its callers in the "
+                             f"target carry their own copies, which a patch cannot reach; "
+                             f"patch its callers instead (or drop `inline` and rebuild the "
+                             f"program)")
+        if fd.is_static:
+            found = [s for s in self.syms.local_sym(self.file, fd.name) if s.type == "STT_FUNC"]
+        else:
+            g = self.syms.global_sym(fd.name)
+            found = [g] if g is not None and g.type in ("STT_FUNC", "STT_GNU_IFUNC") else []
+        if not found:
+            raise BuildError(f"function {fd.name} has no symbol in {self.binary}: inlined by the "
+                             f"compiler; patch its callers instead, or rebuild the program with "
+                             f"__attribute__((noinline)) on {fd.name}")
+
+    def _existed_before(self, name: str) -> bool:
+        return name in self.old.file_scope
+
+    def _resolve(self, name: str, user: FunctionDef, patch_side: set[str],
+                 queue: list[str]) -> Slot | None:
+        """Slot for a free *name* used in *user*, or None to leave the reference direct."""
+        if name in patch_side:
+            return None
+        fs = self.new.file_scope.get(name)
+        if fs is None:
+            return None  # builtins, undeclared names
+        if fs.is_tls:
+            raise BuildError(f"{user.name} uses thread-local {name}: a patch cannot reach "
+                             f"another object's TLS; keep TLS access out of the changed code")
+        if fs.static:
+            cands = [s for s in self.syms.local_sym(self.file, name)
+                     if s.type in ("STT_OBJECT", "STT_FUNC")]
+            if cands:
+                return self._tu_slot(name, fs.kind, "static", None, cands[0].name,
+                                     f"__typeof__({name})")
+            if fs.kind == "function":
+                if name in self.new.functions:
+                    patch_side.add(name)
+                    queue.append(name)
+                    self.out.copied.append(name)
+                return None  # a header's static inline: compiled into the patch
+            if fs.defined_in_file and self._existed_before(name):
+                self.out.warnings.append(
+                    f"static {name} ({self.file}) has no symbol in the target (optimized out: "
+                    f"never written, or constant); {user.name} uses the patch's own copy, "
+                    f"initialized as in the source")
+            return None
+        g = self.syms.global_sym(name)
+        if g is not None:
+            if g.type == "STT_TLS":
+                raise BuildError(f"{user.name} uses thread-local {name}; not supported")
+            return self._tu_slot(name, fs.kind, "global", None, g.name, f"__typeof__({name})")
+        if fs.kind == "function" and name in self.new.functions:
+            patch_side.add(name)
+            queue.append(name)
+            self.out.copied.append(name)
+        return None  # defined by a shared library, or new state the patch introduces
+
+    def _tu_slot(self, name: str, kind: str, binding: str, function: str | None,
+                 target_symbol: str, typeof: str) -> Slot:
+        key = (binding, name, function)
+        slot = self.tu_slots.get(key)
+        if slot is None:
+            sname = _uniq(SLOT_PREFIX + name, self.taken)
+            slot = Slot(sname, name, name, kind, binding, function, target_symbol,
+                        f"static {typeof} *{sname} __attribute__((used));")
+            self.tu_slots[key] = slot
+            self.out.slots.append(slot)
+        return slot
+
+    def _local_slots(self, fd: FunctionDef) -> list[tuple[LocalStatic, Slot | None]]:
+        """Each local static of a changed/copied function: its slot, or None to keep it."""
+        old_fd = self.old.functions.get(fd.name)
+        old_names = {ls.name for ls in old_fd.local_statics} if old_fd else set()
+        counts: dict[str, int] = {}
+        for ls in fd.local_statics:
+            counts[ls.name] = counts.get(ls.name, 0) + 1
+        res: list[tuple[LocalStatic, Slot | None]] = []
+        for ls in fd.local_statics:
+            cands = self.syms.local_statics(self.file, ls.name)
+            if not cands or (fd.name in self.changes.added):
+                if ls.name in old_names and not ls.is_const and fd.name not in self.changes.added:
+                    raise BuildError(f"local static {fd.name}.{ls.name} ({self.file}:{ls.line}) "
+                                     f"has no symbol in {self.binary} (optimized out?); the "
+                                     f"patch cannot reach its state")
+                res.append((ls, None))  # new state of the patch, or an immutable table copy
+                continue
+            if counts[ls.name] > 1:
+                raise BuildError(f"{fd.name} declares two local statics named {ls.name}; "
+                                 f"rename one so each maps to one target object")
+            target_symbol = cands[0].name if len(cands) == 1 else ""
+            sname = _uniq(f"{SLOT_PREFIX}{fd.name}__{ls.name}", self.taken)
+            slot = Slot(sname, ls.name, ls.name, "object", "local-static", fd.name,
+                        target_symbol, _local_slot_decl(ls, sname))
+            self.out.slots.append(slot)
+            res.append((ls, slot))
+        return res
+
+    # ---- text -----------------------------------------------------------------------------
+    def run(self) -> GeneratedTU:
+        new_fns = self.new.functions
+        patch_side: set[str] = set(self.changes.modified) | set(self.changes.added)
+        for name in self.changes.modified:
+            self._check_function(new_fns[name])
+        self.out.replaced = list(self.changes.modified)
+        self.out.added = list(self.changes.added)
+
+        queue = sorted(patch_side)
+        per_fn_globals: dict[str, dict[str, Slot]] = {}
+        per_fn_locals: dict[str, list[tuple[LocalStatic, Slot | None]]] = {}
+        while queue:
+            name = queue.pop(0)
+            fd = new_fns[name]
+            names = fd.names
+            slots: dict[str, Slot] = {}
+            for ref in sorted(names.free):
+                s = self._resolve(ref, fd, patch_side, queue)
+                if s is not None:
+                    slots[ref] = s
+            locals_ = self._local_slots(fd) if name not in self.changes.added else [
+                (ls, None) for ls in fd.local_statics]
+            self._check_shadowing(fd, slots, locals_)
+            per_fn_globals[name] = slots
+            per_fn_locals[name] = locals_
+
+        spans = function_spans(self.text, set(new_fns))
+        by_name: dict[str, list[FunctionSpan]] = {}
+        for sp in spans:
+            by_name.setdefault(sp.name, []).append(sp)
+        for name in patch_side:
+            got = by_name.get(name, [])
+            if len(got) != 1:
+                why = ("is defined more than once in the text (#if branches?)" if got else
+                       "cannot be found in the source text (defined through a macro?)")
+                raise BuildError(f"function {name} {why}; opus-bpf needs exactly one plain "
+                                 f"definition of each changed function")
+        for name in sorted(set(new_fns) - patch_side - set(by_name)):
+            self.out.warnings.append(f"definition of unchanged {name} not found in the text "
+                                     f"(macro-generated?); kept as is in the patch TU")
+
+        lines = _Lines(self.text)
+        toks = tokenize(self.text)
+        starts = [t.start for t in toks]
+        pieces: list[str] = []
+        pos = 0
+        declared: set[str] = set()
+        for sp in sorted(spans, key=lambda s: s.start):
+            pieces.append(self.text[pos:sp.start])
+            if sp.name not in patch_side:
+                pieces.append(self.text[sp.start:sp.body_open] + ";"
+                              + _blank(self.text[sp.body_open:sp.end]))
+                pos = sp.end
+                continue
+            gslots = per_fn_globals[sp.name]
+            lslots = [(ls, s) for ls, s in per_fn_locals[sp.name] if s is not None]
+            pre: list[str] = []
+            for s in list(gslots.values()) + [s for _, s in lslots]:
+                if s.slot not in declared:
+                    declared.add(s.slot)
+                    pre.append(s.decl)
+            defs = {s.c_name: s.slot for s in gslots.values()}
+            defs.update({ls.name: s.slot for ls, s in lslots})
+            pre += [f"#define {c} (*{slot})" for c, slot in sorted(defs.items())]
+            body = self.text[sp.start:sp.end]
+            if lslots:
+                lo = bisect.bisect_left(starts, sp.body_open)
+                hi = bisect.bisect_left(starts, sp.end)
+                body = self._remove_local_statics(sp, body, toks, lo, hi, lines, lslots)
+            if pre:
+                pieces.append(f"\n/* opus-bpf: slots for {sp.name} */\n" + "\n".join(pre)
+                              + f"\n#line {lines.line(sp.start)}\n")
+            pieces.append(body)
+            if defs:
+                pieces.append("\n" + "\n".join(f"#undef {c}" for c in sorted(defs))
+                              + f"\n#line {lines.line(sp.end)}\n")
+            pos = sp.end
+        pieces.append(self.text[pos:])
+        keep = sorted(patch_side) + sorted(s.slot for s in self.out.slots)
+        pieces.append("\n/* opus-bpf: roots for --gc-sections */\n"
+                      f"__attribute__((used, visibility(\"default\"))) void *const "
+                      f"{_uniq(KEEP_ARRAY, self.taken)}[] = {{\n"
+                      + "".join(f"  (void *)&{n},\n" for n in keep) + "};\n")
+        self.out.text = "".join(pieces)
+        return self.out
+
+    def _check_shadowing(self, fd: FunctionDef, slots: dict[str, Slot],
+                         locals_: list[tuple[LocalStatic, Slot | None]]) -> None:
+        names = fd.names
+        for ref, s in slots.items():
+            what = ("function" if s.kind == "function" else "variable")
+            if ref in names.bound:
+                raise BuildError(
+                    f"in {fd.name} ({self.file}:{fd.line}) the name {ref} is both the target's "
+                    f"{s.binding} {what} (reached through a pointer slot) and a local variable "
+                    f"or parameter; rename the local in the patch")
+            if ref in names.members:
+                raise BuildError(
+                    f"in {fd.name} ({self.file}:{fd.line}) the name {ref} is both the target's "
+                    f"{s.binding} {what} and a struct member used there (x.{ref} / ->{ref}); the "
+                    f"slot macro would rewrite the member; rename one of them in the patch")
+        slotted = {ls.name for ls, s in locals_ if s is not None}
+        bound_counts = _decl_counts(fd.node)
+        for name in slotted:
+            if bound_counts.get(name, 0) > 1 or name in names.members:
+                raise BuildError(
+                    f"in {fd.name} ({self.file}:{fd.line}) local static {name} is shadowed by "
+                    f"another local, parameter or struct member of the same name; rename it "
+                    f"in the patch")
+
+    def _remove_local_statics(self, sp: FunctionSpan, body: str, toks: list[Token], lo: int,
+                              hi: int, lines: _Lines,
+                              lslots: list[tuple[LocalStatic, Slot | None]]) -> str:
+        base = sp.start
+        want = {ls.name: ls for ls, _ in lslots}
+        found: set[str] = set()
+        edits: list[tuple[int, int]] = []
+        for s, e, ids in _static_statements(toks, lo, hi):
+            l0, l1 = lines.line(toks[s].start), lines.line(toks[e].start)
+            mine = {n for n in ids if n in want and l0 <= want[n].line <= l1}
+            if not mine:
+                continue
+            others = {ls.name for ls in self.new.functions[sp.name].local_statics
+                      if ls.name in ids and l0 <= ls.line <= l1} - mine
+            if others:
+                raise BuildError(f"in {sp.name}, the declaration on line {l0} mixes local "
+                                 f"statics the patch binds to the target ({', '.join(mine)}) "
+                                 f"and new ones ({', '.join(others)}); split it")
+            found |= mine
+            edits.append((toks[s].start - base, toks[e].end - base))
+        missing = set(want) - found
+        if missing:
+            raise BuildError(f"cannot find the declaration of local static "
+                             f"{sp.name}.{sorted(missing)[0]} in the source text (declared "
+                             f"through a macro?); write it as a plain declaration")
+        for a, b in sorted(edits, reverse=True):
+            body = body[:a] + _blank(body[a:b]) + body[b:]
+        return body
+
+
+def _decl_counts(node: c_ast.FuncDef) -> dict[str, int]:
+    counts: dict[str, int] = {}
+
+    class V(c_ast.NodeVisitor):
+        def visit_Decl(self, n: c_ast.Decl) -> None:  # noqa: N802
+            if n.name:
+                counts[n.name] = counts.get(n.name, 0) + 1
+            self.generic_visit(n)
+
+        def visit_Struct(self, n: c_ast.Struct) -> None:  # noqa: N802
+            return  # members are not variables
+
+        visit_Union = visit_Struct  # noqa: N815
+
+    V().visit(node.body)
+    ftype = node.decl.type
+    while not isinstance(ftype, c_ast.FuncDecl) and hasattr(ftype, "type"):
+        ftype = ftype.type
+    if isinstance(ftype, c_ast.FuncDecl) and ftype.args is not None:
+        for p in ftype.args.params:
+            if isinstance(p, c_ast.Decl) and p.name:
+                counts[p.name] = counts.get(p.name, 0) + 1
+    return counts
+
+
+def generate_patch_tu(text: str, new_tu: TranslationUnit, old_tu: TranslationUnit,
+                      changes: ChangeSet, symbols: SymbolIndex, file_base: str, binary: str,
+                      taken: set[str] | None = None) -> GeneratedTU:
+    """Patch TU text for one changed source file; *taken* makes slot names bundle-unique."""
+    return _Generator(text, new_tu, old_tu, changes, symbols, file_base, binary,
+                      taken if taken is not None else set()).run()
