@@ -364,10 +364,14 @@ def _write_findings(name: str, old_effects: list[Effect], new_effects: list[Effe
 
 def _return_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,
                      old: _Side, new: _Side) -> list[Finding]:
-    old_keys = {v.key for v in return_values(Scope(old.idx, o))}
+    def points_to(side: _Side, fd: c_ast.FuncDef):
+        fe = FunctionEffects(side.idx, fd, side.summaries)
+        return lambda e: {f"{loc[0]}:{render(loc)}" for loc in fe.val(e)}
+
+    old_keys = {v.key for v in return_values(Scope(old.idx, o), points_to(old, o))}
     out = []
     seen = set()
-    for v in return_values(Scope(new.idx, n)):
+    for v in return_values(Scope(new.idx, n), points_to(new, n)):
         if v.key in old_keys or v.key in seen:
             continue
         seen.add(v.key)

@@ -311,8 +311,12 @@ class FunctionEffects:
                            f"indirect call through {callee}")]
         if name in self.summaries:
             return self._apply_summary(name, call, args)
+        out: list[Effect] = []
+        if name in libtable.GLOBAL_STATE:
+            what = libtable.GLOBAL_STATE[name]
+            out.append(Effect(("global", f"<{what}>", ()), f"library:{name}", call,
+                              f"{name}() changes {what}"))
         if name in libtable.WRITES_THROUGH:
-            out = []
             for spec in libtable.WRITES_THROUGH[name]:
                 idxs = (
                     range(int(spec.split(":")[1]), len(args)) if isinstance(spec, str)
@@ -326,12 +330,8 @@ class FunctionEffects:
                             out.append(Effect(loc, f"library:{name}", call,
                                               f"{name}() writes through argument {i + 1}"))
             return out
-        if name in libtable.GLOBAL_STATE:
-            what = libtable.GLOBAL_STATE[name]
-            return [Effect(("global", f"<{what}>", ()), f"library:{name}", call,
-                           f"{name}() changes {what}")]
-        if name in libtable.NO_STATE:
-            return []
+        if out or name in libtable.NO_STATE:
+            return out
         return [Effect(("call", name, ()), "call", call,
                        f"{name}() is not defined in this file; its effects are unknown")]
 

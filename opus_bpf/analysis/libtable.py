@@ -17,7 +17,7 @@ WRITES_THROUGH: dict[str, tuple[int | str, ...]] = {
     "readv": (1,), "fgets": (0,), "gets": (0,), "fread": (0,), "getline": (0, 1),
     "getdelim": (0, 1), "fgetws": (0,),
     "sscanf": ("rest:2",), "fscanf": ("rest:2",), "scanf": ("rest:1",),
-    "vsscanf": (), "strtok_r": (0, 2), "strsep": (0,),
+    "vsscanf": (), "strtok": (0,), "strtok_r": (0, 2), "strsep": (0,),
     "strtol": (1,), "strtoul": (1,), "strtoll": (1,), "strtoull": (1,), "strtod": (1,),
     "strtof": (1,), "strtold": (1,), "strtoimax": (1,), "strtoumax": (1,),
     "free": (0,), "realloc": (0,), "reallocarray": (0,), "qsort": (0,),

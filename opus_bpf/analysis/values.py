@@ -5,6 +5,8 @@ otherwise as normalised expression text."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,6 +16,8 @@ if TYPE_CHECKING:
     from .tuindex import Scope, TUIndex
 
 _GEN = c_generator.CGenerator()
+
+PointsTo = Callable[[c_ast.Node], set[str]]
 
 
 def c_text(node: c_ast.Node | None) -> str:
@@ -105,6 +109,9 @@ def const_eval(e: c_ast.Node | None, idx: TUIndex | None = None) -> int | None:
     return None
 
 
+_BOOL_OPS = frozenset(("==", "!=", "<", ">", "<=", ">=", "&&", "||"))
+
+
 @dataclass(frozen=True)
 class RetValue:
     key: str  # what is compared between old and new
@@ -112,19 +119,33 @@ class RetValue:
     node: c_ast.Node  # where it comes from (return statement or assignment)
 
 
-def _value_key(e: c_ast.Node, scope: Scope) -> tuple[str, str]:
+def _value_key(e: c_ast.Node, scope: Scope, points_to: PointsTo | None) -> tuple[str, str]:
     v = const_eval(e, scope.idx)
     if v is not None:
         return f"const:{v}", c_text(e) if c_text(e) == str(v) else f"{c_text(e)} (= {v})"
+    if points_to is not None:
+        from .tuindex import is_pointerish
+
+        if is_pointerish(scope.type_of(e), scope.idx):
+            # a pointer result is characterised by what it may point to, not by its spelling
+            targets = points_to(e)
+            if targets:
+                return "ptr:" + "|".join(sorted(targets)), f"{c_text(e)} (a pointer into " \
+                    f"{', '.join(sorted(targets))})"
     if isinstance(e, c_ast.FuncCall):
         # any value the callee returns; the arguments do not widen that set
         return f"call:{c_text(e.name)}", f"result of {c_text(e.name)}()"
     if isinstance(e, c_ast.Cast):
-        return _value_key(e.expr, scope)
-    return f"expr:{c_text(e)}", c_text(e)
+        return _value_key(e.expr, scope, points_to)
+    text = c_text(e)
+    key = text
+    for i, p in enumerate(scope.param_order):
+        # parameters by position: renaming a parameter does not change what is returned
+        key = re.sub(rf"\b{re.escape(p)}\b", f"$arg{i}", key)
+    return f"expr:{key}", text
 
 
-def return_values(scope: Scope) -> list[RetValue]:
+def return_values(scope: Scope, points_to: PointsTo | None = None) -> list[RetValue]:
     """Every value a function can return; a returned local expands to what was stored in it."""
     from .tuindex import walk
 
@@ -162,11 +183,19 @@ def return_values(scope: Scope) -> list[RetValue]:
                         RetValue(f"computed:{e.name}", f"{e.name} (computed in place)", s)
                     )
             return
+        if const_eval(e, scope.idx) is None and (
+            (isinstance(e, c_ast.BinaryOp) and e.op in _BOOL_OPS)
+            or (isinstance(e, c_ast.UnaryOp) and e.op == "!")
+        ):
+            # a truth value: 0 or 1, however it is spelled
+            out.append(RetValue("const:0", f"{c_text(e)} (0 or 1)", origin))
+            out.append(RetValue("const:1", f"{c_text(e)} (0 or 1)", origin))
+            return
         if isinstance(e, c_ast.TernaryOp) and const_eval(e.cond, scope.idx) is None:
             expand(e.iftrue, origin, seen)
             expand(e.iffalse, origin, seen)
             return
-        key, shown = _value_key(e, scope)
+        key, shown = _value_key(e, scope, points_to)
         out.append(RetValue(key, shown, origin))
 
     for n in walk(fd.body):
