@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -127,11 +128,19 @@ def _collect_local_statics(body: c_ast.Node) -> list[LocalStatic]:
 def parse_text(text: str, path: str, cwd: str | os.PathLike[str] | None = None
                ) -> TranslationUnit:
     """Parse already-preprocessed *text* whose main file is *path*."""
+    parser = c_parser.CParser()
     try:
-        ast = c_parser.CParser().parse(text, str(path))
+        ast = parser.parse(text, str(path))
     except c_parser.ParseError as e:
-        raise CFrontError(f"cannot parse {path}: {e} (GNU extension not covered by "
-                          f"cfront/gnu_shim.h?)") from e
+        msg = str(e)
+        if not re.search(r":\d+", msg):
+            # some pycparser errors carry no coordinates: use where the lexer stopped
+            lex = getattr(parser, "clex", None)
+            line = getattr(lex, "_lineno", None)
+            if line is not None:
+                msg = f"{getattr(lex, 'filename', path)}:{line}: {msg.split(': ', 1)[-1]}"
+        raise CFrontError(f"cannot parse {path}: {msg} (a GNU extension not covered by "
+                          f"cfront/gnu_shim.h, or a syntax error)") from e
     cwd_s = str(cwd) if cwd is not None else None
     functions: dict[str, FunctionDef] = {}
     globals_: dict[str, GlobalVar] = {}
