@@ -88,12 +88,14 @@ class Agent:
             log.info("forgot %d processes that exited while the agent was down", len(gone))
         self.state.save()
         self.reload_bundles(force=True)
-        if listen:
-            self.http, _ = serve_http(listen, make_app(self.status, self.health))
-            log.info("serving /metrics on %s", listen)
+        # The watch goes first: the first scan runs after it, so no exec falls between them,
+        # and /healthz answering means the agent is fully up.
         if self.want_exec_watch:
             self._start_exec_watch()
         metrics.set_exec_watch_up(self.watch is not None)
+        if listen:
+            self.http, _ = serve_http(listen, make_app(self.status, self.health))
+            log.info("serving /metrics on %s", listen)
         self._update_gauges()
 
     def _start_exec_watch(self) -> None:
