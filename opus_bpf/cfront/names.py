@@ -99,6 +99,11 @@ class _Walker:
             return
         if isinstance(node, c_ast.Decl):
             self.walk_type(node.type, scopes)
+            if node.name and ("extern" in node.storage or isinstance(node.type, c_ast.FuncDecl)):
+                # a block-scope extern declaration names the file-scope entity: it is a use of
+                # that name (free, even under a parameter of the same name: parameters have no
+                # linkage) and, for the rest of the block, a local declaration of it
+                out.free.add(node.name)
             if node.name:
                 scopes[-1].add(node.name)
                 out.bound.add(node.name)
