@@ -8,33 +8,43 @@ from pathlib import Path
 
 from pycparser import c_ast
 
+_END = object()
+
 
 def fingerprint(node: c_ast.Node, drop_names: bool = False) -> tuple:
-    """Structural identity of a subtree without coordinates, iteratively built.
+    """Structural identity of a subtree without coordinates: a flat pre-order token tuple
+    (class, attributes, child slot names, end markers), which is unambiguous and cheap.
 
     drop_names ignores declarator names (parameter renames are not signature changes).
     """
-    # post-order: build tuples bottom-up
-    out: dict[int, tuple] = {}
-    stack: list[tuple[c_ast.Node, bool]] = [(node, False)]
+    toks: list = []
+    push = toks.append
+    stack: list = [node]
+    pop = stack.pop
     while stack:
-        n, done = stack.pop()
-        if not done:
-            stack.append((n, True))
-            for _, c in n.children():
-                stack.append((c, False))
+        n = pop()
+        if n is _END:
+            push(")")
             continue
-        attrs = []
-        for a in n.attr_names:
-            if drop_names and a in ("declname", "name") and isinstance(
-                n, c_ast.TypeDecl | c_ast.Decl
+        if type(n) is str:
+            push(n)
+            continue
+        cls = n.__class__
+        push(cls.__name__)
+        for a in cls.attr_names:
+            if drop_names and (a == "declname" or a == "name") and (
+                cls is c_ast.TypeDecl or cls is c_ast.Decl
             ):
                 continue
             v = getattr(n, a)
-            attrs.append(tuple(v) if isinstance(v, list) else v)
-        kids = tuple((name.split("[")[0], out.pop(id(c))) for name, c in n.children())
-        out[id(n)] = (type(n).__name__, tuple(attrs), kids)
-    return out[id(node)]
+            push(tuple(v) if type(v) is list else v)
+        stack.append(_END)
+        kids = n.children()
+        for i in range(len(kids) - 1, -1, -1):
+            name, c = kids[i]
+            stack.append(c)
+            stack.append(name)
+    return tuple(toks)
 
 
 class SourceCache:

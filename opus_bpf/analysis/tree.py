@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pycparser import c_parser
 
+from ..cfront.errors import CFrontError
 from .analyze import analyze_patch
 from .report import Finding, Report, Verdict
 from .tuindex import Unit
@@ -70,7 +71,8 @@ def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list
         try:
             old = parse_unit(old_root, rel, fl) if (old_root / rel).exists() else None
             new = parse_unit(new_root, rel, fl) if (new_root / rel).exists() else None
-        except (c_parser.ParseError, subprocess.CalledProcessError, RuntimeError) as exc:
+        except (c_parser.ParseError, subprocess.CalledProcessError, RuntimeError,
+                CFrontError) as exc:
             errors.append(Finding("parse-error", Verdict.UNSUPPORTED,
                                   f"cannot parse {rel}: {_short(exc)}", file=rel, line=1))
             continue
@@ -103,12 +105,9 @@ def parse_unit(root: Path, rel: str, flags: list[str]) -> Unit:
     Uses the shared front end (opus_bpf.cfront) when it provides `parse`, else gcc -E with the
     GNU shim and pycparser directly.
     """
-    try:
-        from opus_bpf import cfront
+    from opus_bpf import cfront
 
-        parse = getattr(cfront, "parse", None)
-    except ImportError:  # pragma: no cover - cfront is part of the package
-        parse = None
+    parse = getattr(cfront, "parse", None)
     if parse is not None:
         tu = parse(rel, flags, str(root))
         return Unit(ast=tu.ast, path=rel, root=str(root))

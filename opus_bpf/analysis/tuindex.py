@@ -334,9 +334,12 @@ def walk(node: c_ast.Node | None):
     if node is None:
         return
     stack = [node]
+    pop = stack.pop
+    extend = stack.extend
     while stack:
-        n = stack.pop()
+        n = pop()
         yield n
-        kids = [c for _, c in n.children()]
-        kids.reverse()
-        stack.extend(kids)
+        kids = list(n)
+        if kids:
+            kids.reverse()
+            extend(kids)
