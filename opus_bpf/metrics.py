@@ -246,12 +246,14 @@ def observe_apply(
         FUNCTIONS_REPLACED.labels(op).inc(functions)
 
 
-def observe_result(result: object, operation: str = "apply") -> None:
+def observe_result(result: object, operation: str | None = None) -> None:
     """Record an ApplyResult-shaped object (duck-typed, so this module imports nothing of ours).
 
-    Reads ``outcome, wait_seconds, pause_seconds, pauses, attempts, probe_hits, functions,
-    bundle_id`` and optionally ``uretprobe_hits``.
+    Reads ``operation, outcome, wait_seconds, pause_seconds, pauses, attempts, probe_hits,
+    functions, bundle_id`` and optionally ``uretprobe_hits``; ``operation`` overrides the
+    result's own.
     """
+    operation = operation or str(getattr(result, "operation", "apply"))
     pauses = getattr(result, "pauses", None)
     successful = getattr(result, "pause_seconds", None)
     if pauses is None:
@@ -276,6 +278,18 @@ def observe_failure(operation: str, outcome: str, wait_seconds: float = 0.0,
                     probe_hits: int = 0) -> None:
     """Record an operation that raised before returning a result (e.g. QuiescenceTimeout)."""
     observe_apply(outcome, wait_seconds, pause_seconds, attempts, probe_hits, 0, "", operation)
+
+
+def operation_count(operation: str) -> float:
+    """Operations of this kind recorded so far in this process, all outcomes.
+
+    Lets a caller record an operation only if the layer below did not already (compare before
+    and after), so CLI, agent and runtime can never count one operation twice.
+    """
+    op = _operation(operation)
+    return sum(REGISTRY.get_sample_value("opus_bpf_operations_total",
+                                         {"operation": op, "outcome": oc}) or 0.0
+               for oc in OUTCOMES)
 
 
 def bundle_verification_failed(reason: str) -> None:

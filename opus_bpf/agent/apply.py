@@ -4,9 +4,10 @@ Why one function: every runtime call the agent makes goes through `apply_one` / 
 so tests can run the whole agent (exec detection, state, metrics endpoint) with a fake runtime,
 and a runtime API change touches only this file.
 
-Metrics: the runtime's apply_bundle records its own outcome in opus_bpf.metrics (on success and
-on every failure path), so the agent does not record operations again. The fake applier below
-records exactly what the runtime would, so dashboards see the same families either way.
+Metrics: the agent records each apply in opus_bpf.metrics itself, unless the runtime already
+did (it compares metrics.operation_count before and after), so wiring metrics into the runtime
+later can never double-count. On failure it uses the exception's `result` attribute (figures up
+to the failure) if the runtime attached one.
 
 Test-only fake: with OPUS_BPF_AGENT_FAKE_APPLY=<outcome> (applied, timeout, refused, error) in
 the agent's environment, no process is touched; each call returns or raises as the runtime would
@@ -19,7 +20,7 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from opus_bpf import errors, metrics
+from opus_bpf import errors
 from opus_bpf.agent.bundles import BundleInfo
 
 FAKE_ENV = "OPUS_BPF_AGENT_FAKE_APPLY"
@@ -70,22 +71,23 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 def _fake_apply(bundle: BundleInfo, pid: int, outcome: str) -> FakeResult:
     rnd = random.Random(pid)
-    wait = rnd.uniform(0.5e-3, 20e-3)
     pauses = [rnd.uniform(20e-6, 400e-6) for _ in range(rnd.randint(1, 3))]
-    hits = rnd.randint(10, 5000)
     funcs = [FakeFunction(n, 0x1000 + i * 16, 0x7F0000000000 + i * 16)
              for i, n in enumerate(bundle.functions or ("fake_function",))]
-    metrics.observe_apply(outcome, wait, pauses, len(pauses), hits,
-                          len(funcs) if outcome == "applied" else 0, bundle.id,
-                          successful_pause_seconds=pauses[-1] if outcome == "applied" else None)
+    res = FakeResult(pid, bundle.id, bundle.name, funcs, rnd.uniform(0.5e-3, 20e-3),
+                     pauses[-1], pauses, len(pauses), rnd.randint(10, 5000), outcome)
+    if outcome == "applied":
+        return res
+    res.functions = []
+    exc: errors.OpusError
     if outcome == "timeout":
-        raise errors.QuiescenceTimeout(f"fake: {bundle.name} stayed busy in {pid}")
-    if outcome == "refused":
-        raise errors.TargetMismatch(f"fake: {pid} does not run {bundle.build_id}")
-    if outcome != "applied":
-        raise errors.OpusError(f"fake: {outcome}")
-    return FakeResult(pid, bundle.id, bundle.name, funcs, wait, pauses[-1], pauses,
-                      len(pauses), hits)
+        exc = errors.QuiescenceTimeout(f"fake: {bundle.name} stayed busy in {pid}")
+    elif outcome == "refused":
+        exc = errors.TargetMismatch(f"fake: {pid} does not run {bundle.build_id}")
+    else:
+        exc = errors.OpusError(f"fake: {outcome}")
+    exc.result = res  # type: ignore[attr-defined] - as the runtime may attach partial figures
+    raise exc
 
 
 def apply_one(bundle: BundleInfo, pid: int, timeout: float) -> object:
@@ -111,6 +113,7 @@ def status_ids(pid: int) -> set[str] | None:
     except ImportError:
         return None
     try:
-        return {str(p.id) for p in process_status(pid)}
+        # "reverted" counts as handled: an operator's manual revert is not undone by the agent.
+        return {str(p.id) for p in process_status(pid) if p.state in ("active", "reverted")}
     except Exception:  # status is advisory; the apply itself refuses duplicates
         return None

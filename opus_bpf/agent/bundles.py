@@ -1,22 +1,21 @@
-"""The bundles in the patch directory, as much of them as the agent needs to route them.
+"""The bundles in the patch directory, verified once per file version, routed by build-id.
 
-Why not the bundle module: the agent only needs the id, the target build-id and the function
-names to decide *which process* gets *which bundle*; verifying and loading the bundle stays the
-runtime's job (apply_bundle verifies checksums and refuses a bad bundle). If opus_bpf.bundle
-grows a manifest reader, `read_bundle` should call it instead of parsing here.
+Why verify here and not only in apply_bundle: a bad bundle (corrupt, tampered, wrong format
+version) should be refused once, counted once in opus_bpf_bundle_verification_failures_total
+and logged, not retried against every matching process at every scan.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import zipfile
 from dataclasses import dataclass, field
+
+from opus_bpf import bundle as bundle_mod
 
 log = logging.getLogger("opus_bpf.agent")
 
-BUNDLE_SUFFIXES = (".opus", ".bundle", ".zip")
+BUNDLE_SUFFIXES = (".opus",)
 
 
 @dataclass(frozen=True)
@@ -31,58 +30,58 @@ class BundleInfo:
     mtime_ns: int = 0
 
 
-def _first(d: dict, *keys: str) -> object:
-    for k in keys:
-        cur: object = d
-        for part in k.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                cur = None
-                break
-            cur = cur[part]
-        if cur not in (None, ""):
-            return cur
-    return None
+class BundleRefused(ValueError):
+    """A bundle failed verification; `reason` is one of metrics.VERIFICATION_REASONS."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+def verification_reason(message: str) -> str:
+    """Map a bundle error message onto the bounded reason label."""
+    m = message.lower()
+    if "sha256" in m or "does not match its contents" in m:
+        return "checksum"
+    if "signature" in m:
+        return "signature"
+    if "unsupported bundle version" in m:
+        return "version"
+    if "malformed manifest" in m:
+        return "manifest"
+    if "build-id" in m:
+        return "build_id"
+    if "not an opus-bpf bundle" in m or "unknown bundle format" in m or "has no " in m \
+            or "corrupt" in m:
+        return "format"
+    return "other"
 
 
 def read_bundle(path: str) -> BundleInfo:
-    """Read manifest.json from a bundle archive; ValueError says what is missing."""
+    """Read and verify a bundle (checksums, id, format version); BundleRefused if it fails."""
     try:
-        with zipfile.ZipFile(path) as z:
-            manifest = json.loads(z.read("manifest.json"))
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a bundle ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: manifest.json is not an object")
-    build_id = _first(manifest, "target.build_id", "target_build_id", "build_id")
-    if not isinstance(build_id, str):
-        raise ValueError(f"{path}: manifest names no target build-id")
-    base = os.path.basename(path).rsplit(".", 1)[0]
-    bid = _first(manifest, "id", "bundle_id", "patch_id")
-    name = _first(manifest, "name", "patch_name")
-    funcs_raw = _first(manifest, "functions", "changed_functions") or []
-    funcs: list[str] = []
-    if isinstance(funcs_raw, list):
-        for f in funcs_raw:
-            n = f.get("name") if isinstance(f, dict) else f
-            if isinstance(n, str):
-                funcs.append(n)
+        b = bundle_mod.read_bundle(path)
+    except bundle_mod.BundleError as exc:
+        raise BundleRefused(exc.message, verification_reason(exc.message)) from exc
+    m = b.manifest
     return BundleInfo(
         path=os.path.abspath(path),
-        id=str(bid) if bid else base,
-        name=str(name) if name else base,
-        build_id=build_id.lower(),
-        functions=tuple(funcs),
+        id=m.id,
+        name=m.name,
+        build_id=m.target.build_id.lower(),
+        functions=tuple(f.name for f in m.functions),
         mtime_ns=os.stat(path).st_mtime_ns,
     )
 
 
-def scan_patch_dir(patch_dir: str) -> tuple[list[BundleInfo], list[tuple[str, str]]]:
-    """Every bundle in `patch_dir`, sorted by file name (the order they stack in a process).
+def scan_patch_dir(patch_dir: str) -> tuple[list[BundleInfo], list[BundleRefused]]:
+    """Every *.opus in `patch_dir`, sorted by file name (the order they stack in a process).
 
-    Returns (bundles, problems) where problems are (path, why) for files that are not bundles.
+    Returns (bundles, refused) where refused carry the path in their message.
     """
     bundles: list[BundleInfo] = []
-    problems: list[tuple[str, str]] = []
+    refused: list[BundleRefused] = []
     try:
         names = sorted(os.listdir(patch_dir))
     except FileNotFoundError:
@@ -93,6 +92,6 @@ def scan_patch_dir(patch_dir: str) -> tuple[list[BundleInfo], list[tuple[str, st
             continue
         try:
             bundles.append(read_bundle(p))
-        except ValueError as exc:
-            problems.append((p, str(exc)))
-    return bundles, problems
+        except BundleRefused as exc:
+            refused.append(exc)
+    return bundles, refused

@@ -199,10 +199,10 @@ class Agent:
         if sig == self._patch_dir_sig and not force:
             return False
         self._patch_dir_sig = sig
-        bundles, problems = scan_patch_dir(self.patch_dir)
-        for path, why in problems:
-            log.warning("ignoring %s: %s", path, why)
-            metrics.bundle_verification_failed("format")
+        bundles, refused = scan_patch_dir(self.patch_dir)
+        for r in refused:
+            log.error("refusing bundle (%s): %s", r.reason, r.message)
+            metrics.bundle_verification_failed(r.reason)
         seen: set[str] = set()
         kept: list[BundleInfo] = []
         for b in bundles:
@@ -258,11 +258,18 @@ class Agent:
         f = self.failures.get(key)
         if f is not None and (f.given_up or time.monotonic() < f.next_try):
             return False
+        before = metrics.operation_count("apply")
         try:
             result = apply_one(b, pid, self.timeout)
         except Exception as exc:
             outcome, action = classify(exc)
             msg = getattr(exc, "message", str(exc))
+            if metrics.operation_count("apply") == before and action != GONE:
+                partial = getattr(exc, "result", None)  # figures up to the failure, if given
+                if partial is not None:
+                    metrics.observe_result(partial, "apply")
+                else:
+                    metrics.observe_failure("apply", outcome)
             if action == ALREADY:
                 self._record(b, pid, started, build_id, None)
                 return True
@@ -281,6 +288,8 @@ class Agent:
                             b.name, pid, outcome, msg, delay)
                 self._schedule(time.monotonic() + delay, "check", pid)
             return False
+        if metrics.operation_count("apply") == before:  # the runtime did not record it
+            metrics.observe_result(result, "apply")
         self.failures.pop(key, None)
         self._record(b, pid, started, build_id, result)
         log.info("applied %s (%s) to pid %d: wait %.1f ms, pause %.0f us", b.name, b.id, pid,
@@ -335,6 +344,8 @@ def serve(listen: str = "127.0.0.1:9464", patch_dir: str = "/etc/opus-bpf/patche
           rescan_interval: float = 60.0, exec_delay: float = 0.2, exec_watch: bool = True,
           count_calls: bool = False) -> int:
     """Run the agent until SIGTERM/SIGINT; SIGHUP rescans. Returns an exit status."""
+    # The runtime keeps patch objects under $OPUS_BPF_STATE_DIR/objects: same place as our record.
+    os.environ.setdefault("OPUS_BPF_STATE_DIR", state_dir)
     agent = Agent(patch_dir, state_dir, timeout=timeout, rescan_interval=rescan_interval,
                   exec_delay=exec_delay, exec_watch=exec_watch, count_calls=count_calls)
     agent.start(listen)

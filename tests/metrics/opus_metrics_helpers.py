@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,15 +62,20 @@ def read_build_id(path: Path) -> str:
     return bid
 
 
-def write_bundle(path: Path, bundle_id: str, build_id: str, functions: list[str]) -> None:
-    """A bundle-shaped archive: enough for the agent's routing (the fake applier loads nothing)."""
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("manifest.json", json.dumps({
-            "format_version": 1, "id": bundle_id, "name": bundle_id,
-            "target": {"build_id": build_id},
-            "functions": [{"name": f} for f in functions],
-        }))
-        z.writestr("patch.so", b"")
+def write_bundle(path: Path, name: str, build_id: str, functions: list[str]) -> str:
+    """A real, verifiable bundle whose patch.so is a placeholder (for the fake applier only).
+
+    Returns the bundle id (content hash, computed by the bundle module).
+    """
+    sys.path.insert(0, str(ROOT))
+    from opus_bpf import bundle as b
+
+    m = b.Manifest(
+        name=name, target=b.Target(path="/unused", build_id=build_id, elf_type="DYN"),
+        patch_object=b.PatchObject("", 0),
+        functions=[b.ReplacedFunction(f, "t.c", False, f) for f in functions],
+    )
+    return b.write_bundle(path, m, b"placeholder for " + name.encode()).id
 
 
 class AgentProc:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -41,14 +42,21 @@ def test_build_id_cache_reads_once(running_target: subprocess.Popen, c_target: P
 
 
 def test_bundle_routing_fields(tmp_path: Path) -> None:
-    write_bundle(tmp_path / "010-a.opus", "a-1", "ABCDEF", ["f", "g"])
+    bid = write_bundle(tmp_path / "010-a.opus", "a", "ABCDEF", ["f", "g"])
     (tmp_path / "020-bad.opus").write_bytes(b"junk")
     (tmp_path / "README").write_text("not a bundle, not even looked at")
     b = read_bundle(str(tmp_path / "010-a.opus"))
-    assert (b.id, b.build_id, b.functions) == ("a-1", "abcdef", ("f", "g"))
-    bundles, problems = scan_patch_dir(str(tmp_path))
-    assert [x.id for x in bundles] == ["a-1"]
-    assert [Path(p).name for p, _ in problems] == ["020-bad.opus"]
+    assert (b.id, b.name, b.build_id, b.functions) == (bid, "a", "abcdef", ("f", "g"))
+    # tamper with patch.so: the checksum no longer matches the manifest
+    with zipfile.ZipFile(tmp_path / "010-a.opus") as z:
+        manifest = z.read("manifest.json")
+    with zipfile.ZipFile(tmp_path / "030-tampered.opus", "w") as z:
+        z.writestr("manifest.json", manifest)
+        z.writestr("patch.so", b"evil")
+    bundles, refused = scan_patch_dir(str(tmp_path))
+    assert [x.id for x in bundles] == [bid]
+    assert sorted((Path(r.message.split(":")[0]).name, r.reason) for r in refused) == [
+        ("020-bad.opus", "format"), ("030-tampered.opus", "checksum")]
 
 
 def test_state_survives_and_prunes(tmp_path: Path, running_target: subprocess.Popen) -> None:
@@ -90,11 +98,11 @@ def test_agent_scan_state_restart_and_exit(tmp_path: Path, c_target: Path) -> No
     """Scan patches a running process; a restarted agent keeps its record; exit clears it."""
     target = subprocess.Popen([str(c_target)])
     agent = AgentProc(tmp_path, ["--no-exec-watch", "--rescan-interval", "1"], FAKE)
-    write_bundle(agent.patch_dir / "001.opus", "p1", read_build_id(c_target), ["work"])
+    p1 = write_bundle(agent.patch_dir / "001.opus", "p1", read_build_id(c_target), ["work"])
     try:
         agent.start()
         wait_for(lambda: agent.status()["processes"], 10, "the scan to patch the target")
-        assert _metric(agent.url, "opus_bpf_patched_processes", patch_id="p1") == 1
+        assert _metric(agent.url, "opus_bpf_patched_processes", patch_id=p1) == 1
         assert _metric(agent.url, "opus_bpf_replaced_functions") == 1
         assert agent.stop() == 0
         rec = json.loads((agent.state_dir / "state.json").read_text())
@@ -103,10 +111,10 @@ def test_agent_scan_state_restart_and_exit(tmp_path: Path, c_target: Path) -> No
         time.sleep(1.5)
         assert _metric(agent.url, "opus_bpf_operations_total",
                        operation="apply", outcome="applied") == 0
-        assert _metric(agent.url, "opus_bpf_patched_processes", patch_id="p1") == 1
+        assert _metric(agent.url, "opus_bpf_patched_processes", patch_id=p1) == 1
         target.kill()
         target.wait()
-        wait_for(lambda: _metric(agent.url, "opus_bpf_patched_processes", patch_id="p1") == 0,
+        wait_for(lambda: _metric(agent.url, "opus_bpf_patched_processes", patch_id=p1) == 0,
                  10, "the exited process to be forgotten")
     finally:
         agent.stop()

@@ -107,8 +107,8 @@ def stack(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory,
     target = subprocess.Popen([str(c_target)])
     agent = AgentProc(tmp, ["--no-exec-watch", "--rescan-interval", "1"],
                       {"OPUS_BPF_AGENT_FAKE_APPLY": "applied", "OPUS_BPF_AGENT_TEST_HOOKS": "1"})
-    write_bundle(agent.patch_dir / "001-work.opus", "work-fix-1", read_build_id(c_target),
-                 ["work"])
+    agent.patch_id = write_bundle(agent.patch_dir / "001-work.opus", "work-fix",
+                                  read_build_id(c_target), ["work"])
     (agent.patch_dir / "002-broken.opus").write_bytes(b"not a zip")
     port = free_port()
     cfg = tmp / "prometheus.yml"
@@ -156,16 +156,16 @@ def _generate_samples(agent: AgentProc) -> None:
     """What a day of operations looks like, squeezed into a few calls."""
     _hook(agent, "observe_apply", outcome="timeout", wait_seconds=10.0,
           pause_seconds=[0.3, 0.5, 0.4], attempts=3, probe_hits=200000, functions=0,
-          patch_id="work-fix-1")
+          patch_id=agent.patch_id)
     _hook(agent, "observe_apply", outcome="refused", wait_seconds=0.0, pause_seconds=[],
-          attempts=0, probe_hits=0, functions=0, patch_id="work-fix-1")
+          attempts=0, probe_hits=0, functions=0, patch_id=agent.patch_id)
     _hook(agent, "observe_apply", outcome="error", wait_seconds=0.01, pause_seconds=[0.2],
-          attempts=1, probe_hits=10, functions=0, patch_id="work-fix-1", operation="revert")
+          attempts=1, probe_hits=10, functions=0, patch_id=agent.patch_id, operation="revert")
     _hook(agent, "observe_apply", outcome="reverted", wait_seconds=0.003,
           pause_seconds=[90e-6, 0.25], attempts=2, probe_hits=500, functions=1,
-          patch_id="work-fix-1", operation="revert", successful_pause_seconds=0.25)
+          patch_id=agent.patch_id, operation="revert", successful_pause_seconds=0.25)
     _hook(agent, "bundle_verification_failed", reason="checksum")
-    _hook(agent, "count_patched_calls", patch_id="work-fix-1", function="work", calls=42)
+    _hook(agent, "count_patched_calls", patch_id=agent.patch_id, function="work", calls=42)
 
 
 def _dashboard_queries() -> list[tuple[str, str]]:
@@ -286,7 +286,7 @@ def test_agent_samples_came_from_the_agent(stack: tuple[Prom, AgentProc]) -> Non
     assert applied and float(applied[0]["value"][1]) >= 1
     fmt = prom.query('opus_bpf_bundle_verification_failures_total{reason="format"}')
     assert fmt and float(fmt[0]["value"][1]) >= 1
-    patched = prom.query('opus_bpf_patched_processes{patch_id="work-fix-1"}')
+    patched = prom.query(f'opus_bpf_patched_processes{{patch_id="{agent.patch_id}"}}')
     assert patched and float(patched[0]["value"][1]) == 1
     st = agent.status()
-    assert [p["id"] for p in st["processes"][0]["patches"]] == ["work-fix-1"]
+    assert [p["id"] for p in st["processes"][0]["patches"]] == [agent.patch_id]
