@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,14 +120,23 @@ class Manifest:
             return cls(
                 format=d["format"], version=d["version"], id=str(d["id"]), name=str(d["name"]),
                 created=str(d["created"]),
-                target=Target(**d["target"]),
-                patch_object=PatchObject(**d["patch_object"]),
-                functions=[ReplacedFunction(**f) for f in d["functions"]],
-                added_functions=[AddedFunction(**f) for f in d.get("added_functions", [])],
-                bindings=[Binding(**b) for b in d["bindings"]],
-                build=BuildInfo(**d.get("build") or {"compiler": ""}),
+                target=_make(Target, d["target"]),
+                patch_object=_make(PatchObject, d["patch_object"]),
+                functions=[_make(ReplacedFunction, f) for f in d["functions"]],
+                added_functions=[_make(AddedFunction, f) for f in d.get("added_functions", [])],
+                bindings=[_make(Binding, b) for b in d["bindings"]],
+                build=_make(BuildInfo, d.get("build") or {"compiler": ""}),
                 analysis=d.get("analysis"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"malformed manifest.json: {type(e).__name__}: {e}; "
                               f"rebuild the bundle with `opus-bpf build`") from e
+
+
+def _make(cls: type, d: Any) -> Any:
+    """Build a dataclass from a JSON object, ignoring keys this version does not know (an
+    incompatible change bumps ``version`` instead)."""
+    if not isinstance(d, dict):
+        raise TypeError(f"{cls.__name__} entry is not an object")
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})

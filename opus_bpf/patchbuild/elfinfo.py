@@ -210,3 +210,68 @@ def check_patch_object(so_path: str | os.PathLike[str], slots: list[str],
             raise BuildError(f"new function {sym} is defined more than once in the patch "
                              f"object (static functions with the same name in two changed "
                              f"files); patch one file per bundle")
+
+
+def dwarf_local_static_address(elf_path: str, file_base: str, function: str, name: str
+                               ) -> int | None:
+    """Link-time address of the static *name* declared in *function* of *file_base*, from
+    DWARF (DW_TAG_variable with a DW_OP_addr location under the function's DIE), or None.
+
+    Needed only when a file has several ``name.N`` symbols: the symbol table alone does not
+    say which function each belongs to.
+    """
+    try:
+        with open(elf_path, "rb") as f:
+            elf = ELFFile(f)
+            if not elf.has_dwarf_info():
+                return None
+            dwarf = elf.get_dwarf_info()
+            for cu in dwarf.iter_CUs():
+                top = cu.get_top_DIE()
+                cu_name = top.attributes.get("DW_AT_name")
+                if cu_name is None or os.path.basename(
+                        cu_name.value.decode(errors="replace")) != file_base:
+                    continue
+                for die in top.iter_children():
+                    if die.tag != "DW_TAG_subprogram" or _die_name(die) != function:
+                        continue
+                    addr = _find_static(die, name)
+                    if addr is not None:
+                        return addr
+                    origin = _origin(die)
+                    if origin is not None:
+                        addr = _find_static(origin, name)
+                        if addr is not None:
+                            return addr
+    except (ELFError, OSError, KeyError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def _origin(die):
+    for attr in ("DW_AT_abstract_origin", "DW_AT_specification"):
+        if attr in die.attributes:
+            return die.get_DIE_from_attribute(attr)
+    return None
+
+
+def _die_name(die) -> str | None:
+    a = die.attributes.get("DW_AT_name")
+    if a is not None:
+        return a.value.decode(errors="replace")
+    o = _origin(die)
+    return _die_name(o) if o is not None else None
+
+
+def _find_static(die, name: str) -> int | None:
+    for child in die.iter_children():
+        if child.tag == "DW_TAG_variable" and _die_name(child) == name:
+            loc = child.attributes.get("DW_AT_location")
+            if loc is not None and isinstance(loc.value, list) and len(loc.value) == 9 \
+                    and loc.value[0] == 0x03:  # DW_OP_addr <8 bytes>
+                return int.from_bytes(bytes(loc.value[1:9]), "little")
+        if child.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine"):
+            addr = _find_static(child, name)
+            if addr is not None:
+                return addr
+    return None

@@ -17,7 +17,7 @@ from pycparser import c_ast, c_generator
 
 from ..cfront import ChangeSet, FunctionDef, LocalStatic, TranslationUnit
 from ..cfront.spans import FunctionSpan, Token, function_spans, tokenize
-from .elfinfo import SymbolIndex
+from .elfinfo import SymbolIndex, dwarf_local_static_address
 from .errors import BuildError
 
 SLOT_PREFIX = "__opus_ref_"
@@ -240,13 +240,25 @@ class _Generator:
             if counts[ls.name] > 1:
                 raise BuildError(f"{fd.name} declares two local statics named {ls.name}; "
                                  f"rename one so each maps to one target object")
-            target_symbol = cands[0].name if len(cands) == 1 else ""
+            target_symbol = cands[0].name if len(cands) == 1 else self._which_local(
+                fd.name, ls.name, cands)
             sname = _uniq(f"{SLOT_PREFIX}{fd.name}__{ls.name}", self.taken)
             slot = Slot(sname, ls.name, ls.name, "object", "local-static", fd.name,
                         target_symbol, _local_slot_decl(ls, sname))
             self.out.slots.append(slot)
             res.append((ls, slot))
         return res
+
+    def _which_local(self, function: str, name: str, cands: list) -> str:
+        """Several ``name.N`` in the file: ask DWARF which one *function* declares."""
+        addr = dwarf_local_static_address(self.syms.source, self.file, function, name)
+        hit = [c.name for c in cands if addr is not None and c.value == addr]
+        if hit:
+            return hit[0]
+        self.out.warnings.append(
+            f"{self.file} has {len(cands)} local statics named {name} and no usable debug info "
+            f"says which one {function} declares; the runtime must decide (build with -g)")
+        return ""
 
     # ---- text -----------------------------------------------------------------------------
     def run(self) -> GeneratedTU:

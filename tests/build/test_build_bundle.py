@@ -255,3 +255,22 @@ def test_header_change_reaches_users(counter_bins, make_diff, tmp_path: Path) ->
     diff = make_diff([("#define LIMIT 100", "#define LIMIT 50")], rel="server.h")
     with pytest.raises(BuildError, match="main is changed|clamp"):
         build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "h.opus", cflags=CFLAGS)
+
+
+def test_local_static_disambiguated_by_dwarf(make_diff, tmp_path: Path) -> None:
+    src = DATA / "twostatics" / "src"
+    binary = tmp_path / "two"
+    subprocess.run(["gcc", *CFLAGS, "-o", str(binary), "two.c"], cwd=src, check=True)
+    with open(binary, "rb") as f:
+        elf = ELFFile(f)
+        sec_of = {s.name: elf.get_section(s["st_shndx"]).name
+                  for s in elf.get_section_by_name(".symtab").iter_symbols()
+                  if s.name.startswith("calls.")}
+    for fn, section in (("first", ".data"), ("second", ".bss")):
+        diff = make_diff([(f"{fn}(void)\n{{\n", f"{fn}(void)\n{{\n    puts(\"{fn}\");\n")],
+                         rel="two.c", src=src)
+        res = build_bundle(src, diff, binary, tmp_path / f"{fn}.opus", cflags=CFLAGS)
+        (b,) = res.manifest.bindings
+        assert (b.binding, b.function, b.symbol) == ("local-static", fn, "calls")
+        assert sec_of[b.target_symbol] == section  # first's is initialized, second's is not
+        assert res.warnings == []

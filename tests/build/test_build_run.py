@@ -1,0 +1,96 @@
+"""Run patched code: a tiny in-process stand-in for the runtime (tests/build/data/harness)
+applies the bundle at startup, so these tests check that the slots really reach the target's
+own state (globals, statics, function-local statics, static functions), non-PIE and PIE."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import CFLAGS, COUNTER, DATA
+from elftools.elf.elffile import ELFFile
+
+from opus_bpf.bundle import read_bundle
+from opus_bpf.patchbuild import build_bundle
+from opus_bpf.patchbuild.elfinfo import read_target
+
+HARNESS = DATA / "harness" / "opus_preload.c"
+
+
+@pytest.fixture(scope="session")
+def preload(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("harness") / "opus_preload.so"
+    subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", str(out), str(HARNESS), "-ldl"],
+                   check=True)
+    return out
+
+
+def run_patched(binary: Path, bundle: Path, preload: Path, tmp: Path, *args: str
+                ) -> subprocess.CompletedProcess[str]:
+    b = read_bundle(bundle)
+    so = tmp / "patch.so"
+    so.write_bytes(b.so_bytes)
+    with open(so, "rb") as f:
+        so_syms = {s.name: s["st_value"] for s in ELFFile(f).get_section_by_name(".symtab")
+                   .iter_symbols() if s.name and s["st_shndx"] != "SHN_UNDEF"}
+    tgt = read_target(binary).symbols
+    slots, jumps = [], []
+    for bd in b.manifest.bindings:
+        if bd.binding == "global":
+            sym = tgt.global_sym(bd.symbol)
+        else:
+            name = bd.target_symbol or bd.symbol
+            sym = tgt.local_sym(bd.file, name)[0]
+        slots.append(f"{so_syms[bd.slot]:x}:{sym.value:x}")
+    for fn in b.manifest.functions:
+        old = (tgt.local_sym(fn.file, fn.name)[0] if fn.static else tgt.global_sym(fn.name))
+        jumps.append(f"{old.value:x}:{so_syms[fn.new_symbol]:x}")
+    env = dict(os.environ, LD_PRELOAD=str(preload), OPUS_SO=str(so),
+               OPUS_SLOTS=",".join(slots), OPUS_JUMPS=",".join(jumps))
+    return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
+                          timeout=20)
+
+
+def test_unpatched_baseline(counter_bins, preload: Path) -> None:
+    p = subprocess.run([str(counter_bins["pie"]), "aaa", "bb"], capture_output=True, text=True,
+                       env=dict(os.environ, LD_PRELOAD=str(preload)))
+    assert p.stdout == "counter=10 scount=6 last=bb hits=2 twice=20\n"
+
+
+@pytest.mark.parametrize("kind", ["nopie", "pie"])
+def test_patched_code_updates_target_state(kind, counter_bins, preload, make_diff,
+                                           tmp_path: Path) -> None:
+    diff = make_diff([
+        ("    calls++;\n    st.hits++;\n    counter += helper((int)strlen(req));\n"
+         "    strncpy(last, req, sizeof(last) - 1);",
+         "    calls += 10;\n    st.hits += calls;\n"
+         "    counter += helper((int)strlen(req)) * 100;\n"
+         "    strncpy(last, \"patched\", sizeof(last) - 1);"),
+    ])
+    out = tmp_path / "run.opus"
+    build_bundle(COUNTER, diff, counter_bins[kind], out, cflags=CFLAGS)
+    p = run_patched(counter_bins[kind], out, preload, tmp_path, "aaa", "bb")
+    assert p.returncode == 0, p.stderr
+    # report() is the target's own code: it sees what the patched handle() wrote
+    assert p.stdout == "counter=1000 scount=6 last=patched hits=30 twice=2000\n"
+
+
+def test_patched_helper_copy_and_new_function(counter_bins, preload, make_diff,
+                                              tmp_path: Path) -> None:
+    diff = make_diff([
+        ("int __attribute__((noinline)) handle(const char *req)\n{",
+         "static int validate(const char *req)\n{\n    return strlen(req) < 3;\n}\n\n"
+         "int __attribute__((noinline)) handle(const char *req)\n{"),
+        ("    calls++;\n", "    if (!validate(req))\n        return -1;\n"
+                          "    calls++;\n    counter += twice(clamp(1000));\n"),
+        ("    scount += x;", "    scount += 2 * x;"),
+    ])
+    out = tmp_path / "run2.opus"
+    res = build_bundle(COUNTER, diff, counter_bins["pie"], out, cflags=CFLAGS)
+    assert res.functions_replaced == ["handle", "helper"]
+    p = run_patched(counter_bins["pie"], out, preload, tmp_path, "aaa", "bb", "c")
+    assert p.returncode == 0, p.stderr
+    # "aaa" rejected; "bb": +200, helper: scount=1+4=5 -> counter 205; "c": +200, scount=7
+    assert p.stdout == "counter=412 scount=7 last=c hits=2 twice=824\n"
