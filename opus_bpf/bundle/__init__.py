@@ -13,6 +13,7 @@ from .manifest import (
     PatchObject,
     ReplacedFunction,
     Target,
+    bundle_id,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "PatchObject",
     "ReplacedFunction",
     "Target",
+    "bundle_id",
     "read_bundle",
     "write_bundle",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BundleError
-from .manifest import Manifest, PatchObject
+from .manifest import Manifest, PatchObject, bundle_id
 
 MANIFEST_MEMBER = "manifest.json"
 SO_MEMBER = "patch.so"
@@ -61,12 +61,15 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"{path}: malformed manifest.json ({e}); rebuild the bundle") from e
-    manifest = Manifest.from_dict(data)
+    try:
+        manifest = Manifest.from_dict(data)
+    except BundleError as e:
+        raise BundleError(f"{path}: {e.message}") from e
     digest = hashlib.sha256(so_bytes).hexdigest()
     if digest != manifest.patch_object.sha256 or len(so_bytes) != manifest.patch_object.size:
         raise BundleError(f"{path}: patch.so does not match the manifest's sha256 (tampered or "
                           f"corrupted); do not apply it, rebuild it with `opus-bpf build`")
-    if manifest.id != manifest.compute_id(so_bytes):
+    if manifest.id != bundle_id(data, so_bytes):
         raise BundleError(f"{path}: bundle id {manifest.id} does not match its contents "
                           f"(manifest edited after build); rebuild it with `opus-bpf build`")
     return Bundle(manifest, so_bytes)

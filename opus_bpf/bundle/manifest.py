@@ -97,12 +97,7 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     def compute_id(self, so_bytes: bytes) -> str:
-        """First 12 hex digits of sha256(manifest JSON without id, canonical) + patch.so."""
-        d = self.to_dict()
-        d.pop("id")
-        h = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
-        h.update(so_bytes)
-        return h.hexdigest()[:12]
+        return bundle_id(self.to_dict(), so_bytes)
 
     @classmethod
     def from_dict(cls, d: Any) -> Manifest:
@@ -131,6 +126,16 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"malformed manifest.json: {type(e).__name__}: {e}; "
                               f"rebuild the bundle with `opus-bpf build`") from e
+
+
+def bundle_id(manifest: dict[str, Any], so_bytes: bytes) -> str:
+    """First 12 hex digits of sha256(canonical JSON of the manifest without ``id``, keys
+    sorted) + patch.so. Computed on the JSON as written, so keys a reader does not know still
+    count."""
+    d = {k: v for k, v in manifest.items() if k != "id"}
+    h = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
+    h.update(so_bytes)
+    return h.hexdigest()[:12]
 
 
 def _make(cls: type, d: Any) -> Any:
