@@ -196,6 +196,9 @@ class FunctionEffects:
             name = e.name.name if isinstance(e.name, c_ast.ID) else None
             args = e.args.exprs if e.args is not None else []
             out = set()
+            if name in ("__errno_location", "__error", "___errno"):
+                # errno expands to (*__errno_location()): name the location
+                return {("global", "errno", ())}
             if name in libtable.ALLOCATORS:
                 out.add(("heap", "heap", ()))
             if name in libtable.RETURNS_ARG and len(args) > libtable.RETURNS_ARG[name]:

@@ -85,7 +85,10 @@ NO_STATE: frozenset[str] = frozenset(
         "ferror", "fileno", "isatty", "sleep", "usleep", "nanosleep", "sched_yield",
         "__errno_location", "__builtin_strlen", "__builtin_memcmp", "__builtin_strcmp",
         "__stack_chk_fail", "__fprintf_chk", "__printf_chk", "__vfprintf_chk",
-        "__builtin_isnan", "__builtin_isinf", "__builtin_huge_val"
+        "__builtin_isnan", "__builtin_isinf", "__builtin_huge_val", "bsearch", "sqrt", "floor",
+        "ceil", "pow", "fabs", "log", "exp", "fmin", "fmax", "lround", "round", "difftime",
+        "wcslen", "wcscmp", "isblank", "iswspace",
+        "__ctype_b_loc", "__ctype_tolower_loc", "__ctype_toupper_loc"
     ]
 )
 
