@@ -23,7 +23,7 @@ from ..bundle import (
 from ..cfront import CFrontError, ChangeSet, TranslationUnit, changed_functions, parse
 from .compdb import CompileCommand, find_command, load_compdb, parse_cflags
 from .diffapply import apply_patch, copy_tree, remap
-from .elfinfo import TargetInfo, check_patch_object, read_target
+from .elfinfo import TargetInfo, check_patch_object, inlined_into, read_target
 from .errors import BuildError
 from .generate import GeneratedTU, generate_patch_tu
 
@@ -198,9 +198,12 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
              "linking patch.so")
         compile_seconds = time.monotonic() - t0
         manifest = _manifest(Path(output), target, units, cc, flags, src)
+        internal = {n for u in units if u.new_tu is not None
+                    for n, fs in u.new_tu.file_scope.items() if fs.static}
         check_patch_object(so_path, [b.slot for b in manifest.bindings],
                            [f.new_symbol for f in manifest.functions]
-                           + [f.name for f in manifest.added_functions])
+                           + [f.name for f in manifest.added_functions], internal)
+        warnings += reach_warnings(target, manifest)
         so_bytes = so_path.read_bytes()
         manifest = write_bundle(output, manifest, so_bytes)
         if keep_dir is not None:
@@ -293,3 +296,29 @@ def _manifest(output: Path, target: TargetInfo, units: list[_Unit], cc: str,
         functions=functions, added_functions=added, bindings=bindings,
         build=BuildInfo(_compiler_version(cc), list(used_flags)),
     )
+
+
+_CLONE_SUFFIXES = (".constprop.", ".isra.", ".part.", ".lto_priv.", ".specialized.")
+
+
+def reach_warnings(target: TargetInfo, manifest: Manifest) -> list[str]:
+    """Call sites an entry jump does not reach: gcc clones of a replaced function (callers
+    call the clone, with another ABI) and copies inlined into functions the patch keeps."""
+    out: list[str] = []
+    replaced = {f.name for f in manifest.functions}
+    for f in manifest.functions:
+        if f.static:
+            group = target.symbols.locals_by_file.get(f.file, {})
+            names = list(group)
+        else:
+            names = list(target.symbols.globals)
+        clones = sorted(n for n in names if n.startswith(f.name + ".")
+                        and any(s in n[len(f.name):] for s in _CLONE_SUFFIXES))
+        if clones:
+            out.append(f"{f.name} has compiler clones in the target ({', '.join(clones)}): "
+                       f"callers of a clone keep running the old code; patch those callers too")
+        callers = sorted(set(inlined_into(target.symbols.source, f.file, f.name)) - replaced)
+        if callers:
+            out.append(f"{f.name} is inlined into {', '.join(callers)} in the target: those "
+                       f"call sites keep the old code; include the callers in the patch")
+    return out

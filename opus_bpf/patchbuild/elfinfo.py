@@ -163,8 +163,13 @@ _AARCH64_BAD_RELOCS = {1028: "R_AARCH64_TLS_DTPMOD64", 1029: "R_AARCH64_TLS_DTPR
 
 
 def check_patch_object(so_path: str | os.PathLike[str], slots: list[str],
-                       new_symbols: list[str]) -> None:
-    """Refuse what the runtime's loader cannot do safely; verify the symbols it will look up."""
+                       new_symbols: list[str], internal: set[str] | None = None) -> None:
+    """Refuse what the runtime's loader cannot do safely; verify the symbols it will look up.
+
+    *internal*: names with internal linkage in the target (its statics). One left undefined
+    in the patch object would be bound to some other object's symbol of that name, or to
+    nothing, at load time: it must have gone through a slot.
+    """
     with open(so_path, "rb") as f:
         elf = ELFFile(f)
         bad = (_AARCH64_BAD_RELOCS if elf.header.e_machine == "EM_AARCH64"
@@ -194,9 +199,18 @@ def check_patch_object(so_path: str | os.PathLike[str], slots: list[str],
             raise BuildError("patch object has no .symtab (stripped?); the runtime needs it "
                              "to find slots and new functions")
         defined: dict[str, int] = defaultdict(int)
+        undefined: set[str] = set()
         for s in symtab.iter_symbols():
             if s["st_shndx"] != "SHN_UNDEF" and s.name:
                 defined[s.name] += 1
+            elif s.name:
+                undefined.add(s.name)
+    leaked = sorted(undefined & (internal or set()))
+    if leaked:
+        raise BuildError(f"the patch object references the target's static {leaked[0]} "
+                         f"directly instead of through a slot (used from a macro, attribute or "
+                         f"initializer opus-bpf cannot see?); reference it from the changed "
+                         f"function's code")
     for slot in slots:
         if defined.get(slot, 0) != 1:
             how = "missing from" if not defined.get(slot) else "not unique in"
@@ -275,3 +289,39 @@ def _find_static(die, name: str) -> int | None:
             if addr is not None:
                 return addr
     return None
+
+
+def inlined_into(elf_path: str, file_base: str, function: str) -> list[str]:
+    """Functions of *file_base*'s CU that contain an inlined copy of *function* (DWARF
+    DW_TAG_inlined_subroutine whose origin is *function*). Empty without debug info."""
+    callers: list[str] = []
+    try:
+        with open(elf_path, "rb") as f:
+            elf = ELFFile(f)
+            if not elf.has_dwarf_info():
+                return []
+            for cu in elf.get_dwarf_info().iter_CUs():
+                top = cu.get_top_DIE()
+                cu_name = top.attributes.get("DW_AT_name")
+                if cu_name is None or os.path.basename(
+                        cu_name.value.decode(errors="replace")) != file_base:
+                    continue
+                for die in top.iter_children():
+                    if die.tag != "DW_TAG_subprogram" or "DW_AT_low_pc" not in die.attributes:
+                        continue
+                    caller = _die_name(die)
+                    if caller and caller != function and _contains_inlined(die, function):
+                        callers.append(caller)
+    except (ELFError, OSError, KeyError, ValueError, AttributeError):
+        return []
+    return callers
+
+
+def _contains_inlined(die, function: str) -> bool:
+    for child in die.iter_children():
+        if child.tag == "DW_TAG_inlined_subroutine" and _die_name(child) == function:
+            return True
+        if child.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine") \
+                and _contains_inlined(child, function):
+            return True
+    return False

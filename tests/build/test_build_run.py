@@ -4,7 +4,9 @@ own state (globals, statics, function-local statics, static functions), non-PIE 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -94,3 +96,63 @@ def test_patched_helper_copy_and_new_function(counter_bins, preload, make_diff,
     assert p.returncode == 0, p.stderr
     # "aaa" rejected; "bb": +200, helper: scount=1+4=5 -> counter 205; "c": +200, scount=7
     assert p.stdout == "counter=412 scount=7 last=c hits=2 twice=824\n"
+
+
+MULTI = DATA / "multi" / "src"
+
+
+@pytest.fixture(scope="module")
+def multi_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The two-file program built out of tree from a copy, with its compile_commands.json."""
+    d = tmp_path_factory.mktemp("multi")
+    src = d / "src"
+    shutil.copytree(MULTI, src)
+    objs = d / "obj"
+    objs.mkdir()
+    cmds = []
+    for f in ("main.c", "util.c"):
+        args = ["gcc", *CFLAGS, "-fPIE", "-Iinclude", "-Wall", "-c", "-o",
+                str(objs / f.replace(".c", ".o")), f]
+        subprocess.run(args, cwd=src, check=True)
+        cmds.append({"directory": str(src), "file": f, "arguments": args})
+    binary = d / "multi"
+    subprocess.run(["gcc", "-pie", "-o", str(binary), str(objs / "main.o"),
+                    str(objs / "util.o")], check=True)
+    cdb = d / "compile_commands.json"
+    cdb.write_text(json.dumps(cmds))
+    return src, binary, cdb
+
+
+def test_multi_file_patch(multi_build, preload, make_diff, tmp_path: Path) -> None:
+    src, binary, cdb = multi_build
+    base = subprocess.run([str(binary), "x"], capture_output=True, text=True, check=True)
+    assert base.stdout == "main.count=3 util.count=2 total=9\n"
+    d1 = make_diff([("    count++;", "    count += 10;")], rel="util.c", src=src)
+    d2 = make_diff([("    count += i;", "    count += 100 * i;")], rel="main.c", src=src)
+    both = tmp_path / "both.diff"
+    both.write_text(d1.read_text() + d2.read_text())
+    out = tmp_path / "multi.opus"
+    res = build_bundle(src, both, binary, out, compile_commands=cdb)
+    m = res.manifest
+    assert sorted((f.name, f.file) for f in m.functions) == [("bump", "util.c"),
+                                                              ("step", "main.c")]
+    got = sorted((b.symbol, b.binding, b.file) for b in m.bindings)
+    assert got == [("bump", "global", "main.c"), ("count", "static", "main.c"),
+                   ("count", "static", "util.c"), ("scale", "static", "util.c"),
+                   ("total", "global", "util.c")]
+    assert len({b.slot for b in m.bindings}) == 5  # unique slot names across the TUs
+    p = run_patched(binary, out, preload, tmp_path, "x")
+    assert p.stdout == "main.count=300 util.count=20 total=9\n", p.stderr
+
+
+def test_header_change_selects_the_right_tu(multi_build, preload, make_diff,
+                                             tmp_path: Path) -> None:
+    src, binary, cdb = multi_build
+    diff = make_diff([("#define SCALE 3", "#define SCALE 4")], rel="include/util.h", src=src)
+    out = tmp_path / "hdr.opus"
+    res = build_bundle(src, diff, binary, out, compile_commands=cdb)
+    assert [(f.name, f.file, f.static) for f in res.manifest.functions] == [
+        ("scale", "util.c", True)]
+    assert list(res.changes) == ["util.c"]
+    p = run_patched(binary, out, preload, tmp_path, "x")
+    assert p.stdout == "main.count=3 util.count=2 total=12\n", p.stderr

@@ -1,0 +1,22 @@
+/* Second TU: a static with the same name as one in main.c, a global other TUs use. */
+#include "util.h"
+
+static int count;
+int total;
+
+static int __attribute__((noinline)) scale(int v)
+{
+    return v * SCALE;
+}
+
+int __attribute__((noinline)) bump(int n)
+{
+    count++;
+    total += scale(n);
+    return total;
+}
+
+int __attribute__((noinline)) util_count(void)
+{
+    return count;
+}
