@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opus_metrics_helpers import TARGET_C
+from opus_metrics_helpers import TARGET_C, install_prometheus
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +29,13 @@ def running_target(c_target: Path) -> Iterator[subprocess.Popen]:
     yield p
     p.kill()
     p.wait()
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """Debian's prometheus, installed on demand; the only reason to skip is that it cannot be."""
+    exe = install_prometheus()
+    if exe is None:
+        pytest.skip("prometheus is not installed and could not be installed "
+                    "(needs root and apt-get: apt-get install prometheus)")
+    return exe

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -129,3 +132,124 @@ class AgentProc:
         return self.proc.returncode
 
 
+
+
+# ---- Prometheus -----------------------------------------------------------------------------
+
+DASHBOARD = ROOT / "dashboards" / "opus-bpf.json"
+ALERTS = ROOT / "dashboards" / "alerts.yml"
+JOB = "opus-bpf"
+
+
+def install_prometheus() -> str | None:
+    """Find prometheus, installing Debian's package if we are root and it is missing."""
+    exe = shutil.which("prometheus")
+    if exe:
+        return exe
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
+                ["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]):
+        subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
+        if shutil.which("prometheus"):
+            break
+    return shutil.which("prometheus")
+
+
+class Prom:
+    """A Prometheus server started for one test module, and its HTTP API."""
+
+    def __init__(self, exe: str, tmp: Path, targets: list[str]) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        cfg = tmp / "prometheus.yml"
+        cfg.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files:\n  - {ALERTS}\n"
+            f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n"
+            f"      - targets: {json.dumps(targets)}\n"
+        )
+        self.log_path = tmp / "prometheus.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [exe, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: self._alive() and http_get(self.url + "/-/ready"), 30,
+                 "prometheus /-/ready")
+
+    def _alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError("prometheus exited:\n" + self.log_path.read_text())
+        return True
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self._log.close()
+
+    def api(self, path: str, **params: str) -> dict:
+        q = urllib.parse.urlencode(params)
+        body = json.loads(http_get(f"{self.url}/api/v1/{path}?{q}", timeout=10))
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        data = self.api("query", query=expr, time=f"{time.time():.3f}")
+        assert data["resultType"] in ("vector", "scalar"), (expr, data)
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        return data["result"]
+
+    def value(self, expr: str) -> float:
+        """The single value of `expr` (sum it in the expression if needed); NaN if empty."""
+        res = self.query(expr)
+        return float(res[0]["value"][1]) if res else math.nan
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title or variable, expression) for every query in the dashboard."""
+    dash = json.loads(DASHBOARD.read_text())
+    out = []
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            out.append((p["title"], t["expr"]))
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            out.append((f"variable {v['name']}", q))
+    return out
+
+
+def substitute(expr: str) -> str:
+    """Do what Grafana does with the variables: All for job/instance, fixed intervals."""
+    return (expr.replace("$__rate_interval", "30s").replace("$__range", "5m")
+            .replace("$job", ".+").replace("$instance", ".+"))
+
+
+def label_values(prom: Prom, expr: str) -> list[str]:
+    """label_values(series, label): Grafana runs it as a series lookup, not PromQL."""
+    inner = expr[len("label_values("):-1]
+    series, _, label = inner.rpartition(",")
+    data = prom.api("series", **{"match[]": series.strip(),
+                                 "start": f"{time.time() - 300:.0f}"})
+    return sorted({s[label.strip()] for s in data if label.strip() in s})
+
+
+def queries_without_data(prom: Prom) -> list[tuple]:
+    """Dashboard queries that return nothing (or only NaN) right now."""
+    empty: list[tuple] = []
+    for title, expr in dashboard_queries():
+        if expr.startswith("label_values("):
+            if not label_values(prom, substitute(expr)):
+                empty.append((title, expr))
+            continue
+        res = prom.query(substitute(expr))
+        values = [float(r["value"][1]) for r in res]
+        if not values or all(math.isnan(v) for v in values):
+            empty.append((title, expr, res))
+    return empty
