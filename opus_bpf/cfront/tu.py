@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -200,8 +202,27 @@ def _walk_types(t: c_ast.Node | None):
         t = getattr(t, "type", None)
 
 
+_CACHE: OrderedDict[tuple[str, str, str], TranslationUnit] = OrderedDict()
+_CACHE_SIZE = 16
+
+
 def parse(path: str | os.PathLike[str], cflags: list[str] | None = None,
           cwd: str | os.PathLike[str] | None = None, *, cc: str = "gcc") -> TranslationUnit:
-    """Preprocess *path* with its own *cflags* (run in *cwd*) and parse it with pycparser."""
+    """Preprocess *path* with its own *cflags* (run in *cwd*) and parse it with pycparser.
+
+    pycparser needs ~1 s for a TU that includes much of glibc, and analysis and build parse
+    the same old/new TUs: results are cached by the preprocessed text, so treat the returned
+    TranslationUnit (and its AST) as read-only.
+    """
     text = preprocess(path, cflags, cwd, cc=cc)
-    return parse_text(text, str(path), cwd)
+    key = (hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest(), str(path),
+           str(Path(cwd or ".").resolve()))
+    tu = _CACHE.get(key)
+    if tu is not None:
+        _CACHE.move_to_end(key)
+        return tu
+    tu = parse_text(text, str(path), cwd)
+    _CACHE[key] = tu
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return tu
