@@ -58,10 +58,23 @@ class BuildResult:
     changes: dict[str, ChangeSet] = field(default_factory=dict)  # source path -> changes
 
     def summary(self) -> str:
-        return (f"{self.output}: bundle {self.bundle_id}, replaces "
+        """One line, then one ``warning:`` line per warning."""
+        line = (f"{self.output}: bundle {self.bundle_id}, replaces "
                 f"{', '.join(self.functions_replaced) or 'nothing'}"
                 + (f", adds {', '.join(self.functions_added)}" if self.functions_added else "")
                 + f", {self.bindings_count} bindings, compiled in {self.compile_seconds:.2f}s")
+        return "\n".join([line] + [f"warning: {w}" for w in self.warnings])
+
+    def to_dict(self) -> dict[str, object]:
+        """For ``--json``."""
+        return {"output": str(self.output), "bundle_id": self.bundle_id,
+                "functions_replaced": self.functions_replaced,
+                "functions_added": self.functions_added,
+                "bindings_count": self.bindings_count,
+                "compile_seconds": round(self.compile_seconds, 3),
+                "warnings": self.warnings,
+                "changes": {k: vars(v) for k, v in self.changes.items()},
+                "manifest": self.manifest.to_dict()}
 
 
 def compile_flags(args: list[str]) -> list[str]:

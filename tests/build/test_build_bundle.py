@@ -63,6 +63,10 @@ def test_counter_fix(kind: str, counter_bins: dict[str, Path], tmp_path: Path) -
         assert syms[b.slot] == "STT_OBJECT"
     assert syms["handle"] == "STT_FUNC"
     assert m.build.cflags == CFLAGS and "gcc" in m.build.compiler
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["bundle_id"] == m.id and d["functions_replaced"] == ["handle"]
+    assert d["manifest"]["bindings"][0]["slot"].startswith("__opus_ref_")
+    assert res.summary().startswith(f"{out}: bundle {m.id}, replaces handle, 5 bindings")
 
 
 def test_patch_object_is_loadable_shape(counter_bins: dict[str, Path], tmp_path: Path) -> None:
