@@ -162,3 +162,34 @@ def test_exec_watch_patches_a_process_started_later(tmp_path: Path, c_target: Pa
         if target is not None:
             target.kill()
             target.wait()
+
+
+def test_agent_tells_systemd_it_is_ready(tmp_path: Path) -> None:
+    """Type=notify in packaging/systemd/opus-bpf.service relies on READY=1 once /metrics is up."""
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(sock_path))
+        s.settimeout(20)
+        agent = AgentProc(tmp_path, ["--no-exec-watch"], {"NOTIFY_SOCKET": str(sock_path)})
+        try:
+            agent.start()
+            assert s.recv(64) == b"READY=1"
+        finally:
+            assert agent.stop() == 0  # SIGTERM is a clean exit
+
+
+def test_systemd_unit_is_valid() -> None:
+    import shutil
+
+    unit = Path(__file__).resolve().parents[2] / "packaging" / "systemd" / "opus-bpf.service"
+    text = unit.read_text()
+    assert "Type=notify" in text and "ExecReload=/bin/kill -HUP $MAINPID" in text
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    # the ExecStart binary is site-specific (installed by pip); everything else must be clean
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines()
+                if ln.strip() and "is not executable" not in ln]
+    assert not problems, problems
