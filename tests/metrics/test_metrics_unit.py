@@ -105,3 +105,32 @@ def test_metrics_imports_nothing_of_ours() -> None:
     with open(metrics.__file__) as f:
         src = f.read()
     assert not re.search(r"^\s*(from|import)\s+(opus_bpf|\.)", src, re.M)
+
+
+def test_push_to_gateway_puts_the_registry() -> None:
+    """One-shot CLI runs push; check what a Pushgateway would receive (method, path, body)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got: dict[str, object] = {}
+
+    class H(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - http.server naming
+            got["path"] = self.path
+            got["body"] = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.handle_request, daemon=True)
+    t.start()
+    metrics.observe_apply("applied", 0.001, [50e-6], 1, 3, 1, "p")
+    metrics.push(f"127.0.0.1:{srv.server_port}", grouping_key={"instance": "host-a"})
+    t.join(5)
+    srv.server_close()
+    assert got["path"] == "/metrics/job/opus-bpf/instance/host-a"
+    assert 'opus_bpf_operations_total{operation="apply",outcome="applied"}' in got["body"]
+    assert "_created" not in got["body"]
