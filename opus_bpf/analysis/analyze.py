@@ -7,6 +7,7 @@ one; everything else needs a person (review) or a different mechanism (unsupport
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,6 +26,26 @@ _WRITE_KIND = {
     "global": "write-global", "static": "write-static", "param": "write-param",
     "heap": "write-heap", "unknown": "write-pointer", "call": "unknown-call",
 }
+
+
+def _add_global(report: Report, finding: Finding, users: list[str] | None = None) -> None:
+    """One finding per (kind, place) across TUs: a changed header shows up in each of them."""
+    for g in report.global_findings:
+        if (g.kind, g.file, g.line, g.target) == (finding.kind, finding.file, finding.line,
+                                                  finding.target):
+            if users:
+                g.used_by = sorted(set(g.used_by or []) | set(users))
+                g.message = _type_message(g.target or "", g.used_by)
+            return
+    if users:
+        finding.used_by = sorted(users)
+    report.global_findings.append(finding)
+
+
+def _type_message(target: str, users: list[str]) -> str:
+    shown = ", ".join(users[:6]) + (f" and {len(users) - 6} more" if len(users) > 6 else "")
+    return (f"definition of {target} changed and is used by {shown}; old code and live "
+            "objects keep the old layout/values, so a body swap cannot change it")
 
 
 def analyze_patch(old_tus: Any, new_tus: Any) -> Report:
@@ -60,7 +81,7 @@ def _coord(node: c_ast.Node | None) -> tuple[str | None, int | None]:
     c = getattr(node, "coord", None)
     if c is None:
         return None, None
-    return c.file, c.line
+    return (os.path.normpath(c.file) if c.file else c.file), c.line
 
 
 class _Side:
@@ -178,22 +199,20 @@ def _global_findings(old: _Side, new: _Side, report: Report) -> None:
             continue
         node = nt[k]
         f, ln = _coord(node)
-        names = sorted(users)
-        shown = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
-        report.global_findings.append(Finding(
+        target = f"{k[0]} {k[1]}"
+        _add_global(report, Finding(
             kind="type-changed", verdict=Verdict.UNSUPPORTED,
-            message=(f"definition of {k[0]} {k[1]} changed and is used by {shown}; old code "
-                     "and live objects keep the old layout/values, so a body swap cannot "
-                     "change it"),
-            file=f, line=ln, code=new.code(node), target=f"{k[0]} {k[1]}",
-        ))
+            message=_type_message(target, sorted(users)),
+            file=f, line=ln, code=new.code(node), target=target,
+        ), sorted(users))
     # --- globals ----------------------------------------------------------------------------
     og, ng = old.idx.globals, new.idx.globals
     for name, d in ng.items():
         defines = "extern" not in (d.storage or [])
         prev = og.get(name)
         if prev is None:
-            if not defines:
+            if not defines or _read_only(d, new.idx):
+                # a new read-only table or message is data of the patch, like a literal
                 continue
             why = (f"new global variable {name}: the running process has no storage for it")
         elif old.idx.fp(prev) == new.idx.fp(d):
@@ -208,10 +227,33 @@ def _global_findings(old: _Side, new: _Side, report: Report) -> None:
         else:
             continue
         f, ln = _coord(d)
-        report.global_findings.append(Finding(
+        _add_global(report, Finding(
             kind="global-changed", verdict=Verdict.UNSUPPORTED, message=why, file=f, line=ln,
             code=new.code(d), target=name,
         ))
+
+
+def _read_only(d: c_ast.Decl, idx: TUIndex) -> bool:
+    """Is the object itself const (for arrays: the elements)?"""
+    t = d.type
+    for _ in range(20):
+        if isinstance(t, c_ast.ArrayDecl):
+            t = t.type
+            continue
+        if isinstance(t, c_ast.PtrDecl):
+            return "const" in (t.quals or [])
+        if isinstance(t, c_ast.TypeDecl):
+            if "const" in (t.quals or []) or "const" in (d.quals or []):
+                return True
+            inner = t.type
+            if isinstance(inner, c_ast.IdentifierType) and len(inner.names) == 1 and (
+                inner.names[0] in idx.typedefs
+            ):
+                t = idx.typedefs[inner.names[0]].type
+                continue
+            return False
+        return False
+    return False
 
 
 def _sig_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef, new: _Side) -> list[Finding]:

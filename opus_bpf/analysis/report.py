@@ -28,9 +28,14 @@ class Verdict(StrEnum):
 EXIT_CODES = {Verdict.SAFE: 0, Verdict.REVIEW: 3, Verdict.UNSUPPORTED: 4}
 
 
-def exit_code(verdict: Verdict | str) -> int:
-    """Process exit status for `opus-bpf analyze`: safe 0, review 3, unsupported 4."""
-    return EXIT_CODES[Verdict(verdict)]
+def exit_code(what: Report | Verdict | str) -> int:
+    """Process exit status for `opus-bpf analyze`: safe 0, review 3, unsupported 4.
+
+    Takes a Report (its overall verdict), a Verdict or a verdict name.
+    """
+    if isinstance(what, Report):
+        what = what.verdict
+    return EXIT_CODES[Verdict(what)]
 
 
 # kind -> (verdict, one-line rule description)
@@ -76,6 +81,7 @@ class Finding:
     code: str | None = None
     via: str | None = None
     target: str | None = None
+    used_by: list[str] | None = None  # type-changed: the functions that use the type
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -105,6 +111,7 @@ class Report:
     functions: list[FunctionResult] = field(default_factory=list)
     global_findings: list[Finding] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. files skipped, and why
 
     @property
     def verdict(self) -> Verdict:
@@ -133,9 +140,14 @@ class Report:
             "files": self.files,
             "functions": [f.to_dict() for f in self.functions],
             "global_findings": [g.to_dict() for g in self.global_findings],
+            "notes": self.notes,
         }
 
-    def to_json(self, indent: int | None = 2) -> str:
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready object (json.dumps it), like to_sarif()."""
+        return self.to_dict()
+
+    def to_json_text(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     def to_text(self) -> str:
@@ -153,6 +165,8 @@ class Report:
                 lines.append(f"  - {_where(fd)} {fd.kind}: {fd.message}")
                 if fd.code:
                     lines.append(f"      {fd.code}")
+        for n in self.notes:
+            lines.append(f"note: {n}")
         lines.append(
             "exit status: "
             f"{self.exit_code} (0 safe, 3 needs review, 4 cannot be applied by swapping bodies)"

@@ -46,8 +46,11 @@ def analyze_tree(
         shutil.copytree(src, new_root, symlinks=True,
                         ignore=shutil.ignore_patterns(".git", "*.o", "*.so", "*.a"))
         touched = apply_patch(new_root, Path(patch_file).resolve())
-        tus = _affected_tus(touched, src, new_root, db)
-        return _analyze_files(tus, src, new_root, flags, db)
+        direct, via_header = _affected_tus(touched, src, new_root, db)
+        # without a compilation database, files that merely include a changed header may not
+        # be part of this build (other platforms): skip those that do not preprocess
+        return _analyze_files(direct + via_header, src, new_root, flags, db,
+                              optional=set() if db else set(via_header))
 
 
 def analyze_sources(old_src: str, new_src: str, name: str = "input.c",
@@ -62,8 +65,10 @@ def analyze_sources(old_src: str, new_src: str, name: str = "input.c",
 
 
 def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list[str],
-                   db: dict[str, tuple[list[str], str]]) -> Report:
+                   db: dict[str, tuple[list[str], str]],
+                   optional: set[str] | None = None) -> Report:
     olds: dict[str, Unit] = {}
+    notes: list[str] = []
     news: dict[str, Unit] = {}
     errors: list[Finding] = []
     for rel in files:
@@ -73,6 +78,10 @@ def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list
             new = parse_unit(new_root, rel, fl) if (new_root / rel).exists() else None
         except (c_parser.ParseError, subprocess.CalledProcessError, RuntimeError,
                 CFrontError) as exc:
+            if optional and rel in optional:
+                notes.append(f"skipped {rel}: it includes a changed header but does not "
+                             f"preprocess/parse with these flags ({_short(exc)})")
+                continue
             errors.append(Finding("parse-error", Verdict.UNSUPPORTED,
                                   f"cannot parse {rel}: {_short(exc)}", file=rel, line=1))
             continue
@@ -86,6 +95,7 @@ def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list
         olds[rel], news[rel] = old, new
     report = analyze_patch(olds, news)
     report.global_findings[:0] = errors
+    report.notes.extend(notes)
     for e in errors:
         if e.file and e.file not in report.files:
             report.files.append(e.file)
@@ -156,27 +166,40 @@ def apply_patch(root: Path, patch_file: Path) -> list[str]:
     raise PatchError(f"{patch_file} does not apply to {root} (tried -p1, -p0, -p2, -p3)")
 
 
+def _includes(text: str, names: set[str]) -> bool:
+    return any(Path(m.group(1)).name in names for m in _INCLUDE.finditer(text))
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
+
+
 def _affected_tus(touched: list[str], old_root: Path, new_root: Path,
-                  db: dict[str, tuple[list[str], str]]) -> list[str]:
-    """Changed .c files, plus every .c file that includes a changed header."""
-    out = [t for t in touched if t.endswith(".c")]
-    headers = [Path(t).name for t in touched if not t.endswith(".c")]
-    if headers:
-        candidates = list(db) or [
-            str(p.relative_to(new_root)) for p in new_root.rglob("*.c")
-        ]
-        pat = re.compile(
-            r'#\s*include\s*[<"](?:[^>"]*/)?(' + "|".join(map(re.escape, headers)) + r')[>"]'
-        )
-        for c in sorted(candidates):
-            if c in out:
-                continue
+                  db: dict[str, tuple[list[str], str]]) -> tuple[list[str], list[str]]:
+    """(changed .c files, .c files that include a changed header directly or through other
+    headers). Headers are matched by file name, which may over-select: harmless."""
+    direct = [t for t in touched if t.endswith(".c")]
+    headers = {Path(t).name for t in touched if not t.endswith(".c")}
+    if not headers:
+        return direct, []
+    texts: dict[str, str] = {}
+    for p in new_root.rglob("*"):
+        if p.suffix in (".c", ".h") and p.is_file():
             try:
-                if pat.search((new_root / c).read_text(errors="replace")):
-                    out.append(c)
+                texts[str(p.relative_to(new_root))] = p.read_text(errors="replace")
             except OSError:
                 continue
-    return out
+    grew = True
+    while grew:
+        grew = False
+        for rel, text in texts.items():
+            name = Path(rel).name
+            if rel.endswith(".h") and name not in headers and _includes(text, headers):
+                headers.add(name)
+                grew = True
+    candidates = list(db) if db else [r for r in texts if r.endswith(".c")]
+    via = [c for c in sorted(candidates)
+           if c not in direct and c in texts and _includes(texts[c], headers)]
+    return direct, via
 
 
 def _load_compile_commands(path: Path, src: Path) -> dict[str, tuple[list[str], str]]:

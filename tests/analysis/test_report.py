@@ -46,6 +46,8 @@ def test_exit_codes() -> None:
     assert exit_code("safe") == 0
     assert exit_code(Verdict.REVIEW) == 3
     assert exit_code(Verdict.UNSUPPORTED) == 4
+    r = analyze_sources("int f(int x) { return x; }\n", "int f(int x) { return -x; }\n")
+    assert exit_code(r) == r.exit_code == 3
     assert EXIT_CODES == {Verdict.SAFE: 0, Verdict.REVIEW: 3, Verdict.UNSUPPORTED: 4}
 
 
@@ -56,7 +58,8 @@ def test_overall_is_worst(report) -> None:
 
 
 def test_json(report) -> None:
-    data = json.loads(report.to_json())
+    data = json.loads(json.dumps(report.to_json()))
+    assert data == json.loads(report.to_json_text())
     assert data["verdict"] == "unsupported" and data["exit_code"] == 4
     assert data["files"] == ["src/demo.c"]
     f = next(x for x in data["functions"] if x["name"] == "f")
