@@ -22,7 +22,7 @@ from ..bundle import (
 )
 from ..cfront import CFrontError, ChangeSet, TranslationUnit, changed_functions, parse
 from .compdb import CompileCommand, find_command, load_compdb, parse_cflags
-from .diffapply import apply_patch, copy_tree, remap
+from .diffapply import apply_patch, copy_tree
 from .elfinfo import TargetInfo, check_patch_object, inlined_into, read_target
 from .errors import BuildError
 from .generate import GeneratedTU, generate_patch_tu
@@ -34,9 +34,8 @@ HEADER_SUFFIXES = (".h",)
 # code with a runtime the target may not have
 _DROP_EXACT = {"-fPIE", "-fpie", "-fno-pic", "-fno-PIC", "-fno-pie", "-fno-PIE", "-no-pie",
                "-pie", "-static", "-static-pie", "-c", "-E", "-S", "-pg", "--coverage",
-               "-fwhole-program", "-save-temps", "-shared", "-fno-common"}
-_DROP_PREFIX = ("-flto", "-fsanitize", "-fprofile", "-ftest-coverage", "-Werror", "-Wl,",
-                "-fcf-protection=none-never")
+               "-fwhole-program", "-save-temps", "-shared"}
+_DROP_PREFIX = ("-flto", "-fsanitize", "-fprofile", "-ftest-coverage", "-Werror", "-Wl,")
 PATCH_CFLAGS = ["-fPIC", "-fvisibility=hidden", "-ffunction-sections", "-fdata-sections",
                 "-Wno-error"]
 LINK_FLAGS = ["-shared", "-nostartfiles", "-Wl,--gc-sections", "-Wl,-z,now",
@@ -119,26 +118,53 @@ class _Unit:
 
 def _commands(rel: str, src: Path, tree: Path, cflags: list[str] | None,
               compdb: list[dict] | None) -> tuple[CompileCommand, CompileCommand] | None:
+    """How *rel* was compiled (old tree) and how to compile it in the patched copy."""
     if compdb is not None:
         old = find_command(compdb, src / rel)
         if old is None:
             return None
-        new = CompileCommand(
-            Path(remap(str(old.directory), src, tree)),
-            remap(old.file_arg, src, tree),
-            [remap(a, src, tree) if not a.startswith("-") else
-             _remap_joined(a, src, tree) for a in old.args],
-            old.compiler)
+        directory = old.directory.resolve()
+        new_dir = tree / directory.relative_to(src) if _under(directory, src) else directory
+        args: list[str] = []
+        take_path = False
+        for a in old.args:
+            if take_path:
+                args.append(_map_path(a, directory, src, tree))
+                take_path = False
+            elif a in _PATH_FLAGS:
+                args.append(a)
+                take_path = True
+            else:
+                pre = next((f for f in _PATH_FLAGS if a.startswith(f) and len(a) > len(f)), None)
+                args.append(pre + _map_path(a[len(pre):], directory, src, tree) if pre else a)
+        new = CompileCommand(new_dir, _map_path(old.file_arg, directory, src, tree), args,
+                             old.compiler)
         return old, new
     flags = list(cflags or [])
     return (CompileCommand(src, rel, flags), CompileCommand(tree, rel, flags))
 
 
-def _remap_joined(arg: str, src: Path, tree: Path) -> str:
-    for pre in ("-I", "-isystem", "-iquote", "-idirafter", "-include"):
-        if arg.startswith(pre) and len(arg) > len(pre):
-            return pre + remap(arg[len(pre):], src, tree)
-    return arg
+_PATH_FLAGS = ("-isystem", "-iquote", "-idirafter", "-include", "-imacros", "-I")
+
+
+def _under(p: Path, root: Path) -> bool:
+    try:
+        p.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _map_path(value: str, directory: Path, src: Path, tree: Path) -> str:
+    """A path argument of the original command, valid for the patched copy: paths into the
+    source tree move to the copy; relative paths stay relative (so __FILE__ and the STT_FILE
+    name stay as the build wrote them) whenever that still points at the right place."""
+    p = Path(value)
+    absolute = Path(os.path.normpath(p if p.is_absolute() else directory / p))
+    inside = _under(absolute, src)
+    if not p.is_absolute() and inside == _under(directory, src):
+        return value
+    return str(tree / absolute.relative_to(src)) if inside else str(absolute)
 
 
 def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[str],

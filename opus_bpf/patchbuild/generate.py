@@ -160,10 +160,17 @@ class _Generator:
         else:
             g = self.syms.global_sym(fd.name)
             found = [g] if g is not None and g.type in ("STT_FUNC", "STT_GNU_IFUNC") else []
+        self._unique(fd.name, found)
         if not found:
             raise BuildError(f"function {fd.name} has no symbol in {self.binary}: inlined by the "
                              f"compiler; patch its callers instead, or rebuild the program with "
                              f"__attribute__((noinline)) on {fd.name}")
+
+    def _unique(self, name: str, cands: list) -> None:
+        if len({c.value for c in cands}) > 1:
+            raise BuildError(f"{self.binary} has {len(cands)} static symbols named {name} in "
+                             f"files named {self.file} (two source files with the same "
+                             f"basename?); opus-bpf cannot tell them apart")
 
     def _existed_before(self, name: str) -> bool:
         return name in self.old.file_scope
@@ -183,6 +190,7 @@ class _Generator:
             cands = [s for s in self.syms.local_sym(self.file, name)
                      if s.type in ("STT_OBJECT", "STT_FUNC")]
             if cands:
+                self._unique(name, cands)
                 return self._tu_slot(name, fs.kind, "static", None, cands[0].name,
                                      f"__typeof__({name})")
             if fs.kind == "function":

@@ -216,6 +216,17 @@ def test_refuses_constructor(counter_bins, make_diff, tmp_path: Path) -> None:
         build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "c.opus", cflags=CFLAGS)
 
 
+def test_refuses_ifunc(counter_bins, make_diff, tmp_path: Path) -> None:
+    diff = make_diff([("int __attribute__((noinline)) handle(const char *req)\n{",
+                       "static int impl(void) { return 1; }\n"
+                       "static int (*pick(void))(void) { return impl; }\n"
+                       "static int fast(void) __attribute__((ifunc(\"pick\")));\n\n"
+                       "int __attribute__((noinline)) handle(const char *req)\n{"),
+                      ("    calls++;", "    calls += fast();")])
+    with pytest.raises(BuildError, match="IRELATIVE"):
+        build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "i.opus", cflags=CFLAGS)
+
+
 def test_patch_that_does_not_apply(counter_bins, tmp_path: Path) -> None:
     bad = tmp_path / "bad.diff"
     bad.write_text(FIX.read_text().replace(" int __attribute__((noinline)) handle(const char "

@@ -101,20 +101,26 @@ def test_patched_helper_copy_and_new_function(counter_bins, preload, make_diff,
 MULTI = DATA / "multi" / "src"
 
 
-@pytest.fixture(scope="module")
-def multi_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """The two-file program built out of tree from a copy, with its compile_commands.json."""
+@pytest.fixture(scope="module", params=["in-tree", "out-of-tree"])
+def multi_build(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The two-file program built from a copy, with its compile_commands.json: compiled in
+    the source directory, or in a separate build directory with ../src paths."""
     d = tmp_path_factory.mktemp("multi")
     src = d / "src"
     shutil.copytree(MULTI, src)
     objs = d / "obj"
     objs.mkdir()
+    if request.param == "in-tree":
+        workdir, prefix, inc = src, "", "-Iinclude"
+    else:
+        workdir, prefix, inc = d / "build", "../src/", "-I../src/include"
+        workdir.mkdir()
     cmds = []
     for f in ("main.c", "util.c"):
-        args = ["gcc", *CFLAGS, "-fPIE", "-Iinclude", "-Wall", "-c", "-o",
-                str(objs / f.replace(".c", ".o")), f]
-        subprocess.run(args, cwd=src, check=True)
-        cmds.append({"directory": str(src), "file": f, "arguments": args})
+        args = ["gcc", *CFLAGS, "-fPIE", inc, "-Wall", "-c", "-o",
+                str(objs / f.replace(".c", ".o")), prefix + f]
+        subprocess.run(args, cwd=workdir, check=True)
+        cmds.append({"directory": str(workdir), "file": prefix + f, "arguments": args})
     binary = d / "multi"
     subprocess.run(["gcc", "-pie", "-o", str(binary), str(objs / "main.o"),
                     str(objs / "util.o")], check=True)
