@@ -127,9 +127,41 @@ def _collect_local_statics(body: c_ast.Node) -> list[LocalStatic]:
     return found
 
 
+_ASM = re.compile(r"\b(?:__asm__|__asm|asm)\b(?:\s|volatile|goto|inline)*\(")
+
+
+def _strip_asm(text: str) -> str:
+    """Replace GNU asm statements (``__asm__ volatile ("" ::: "memory")``), which pycparser
+    cannot parse, by ``0``; asm labels on declarations are already gone (gnu_shim.h). Line
+    breaks are kept so coordinates stay right."""
+    out: list[str] = []
+    pos = 0
+    for m in _ASM.finditer(text):
+        if m.start() < pos:
+            continue
+        i, depth = m.end(), 1
+        while i < len(text) and depth:
+            c = text[i]
+            if c in "\"'":
+                j = i + 1
+                while j < len(text) and text[j] != c:
+                    j += 2 if text[j] == "\\" else 1
+                i = j + 1
+                continue
+            depth += c == "("
+            depth -= c == ")"
+            i += 1
+        out.append(text[pos:m.start()] + "0" + "\n" * text.count("\n", m.start(), i))
+        pos = i
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def parse_text(text: str, path: str, cwd: str | os.PathLike[str] | None = None
                ) -> TranslationUnit:
     """Parse already-preprocessed *text* whose main file is *path*."""
+    if "asm" in text:
+        text = _strip_asm(text)
     parser = c_parser.CParser()
     try:
         ast = parser.parse(text, str(path))

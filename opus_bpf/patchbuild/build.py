@@ -23,7 +23,13 @@ from ..bundle import (
 from ..cfront import CFrontError, ChangeSet, TranslationUnit, changed_functions, parse
 from .compdb import CompileCommand, find_command, load_compdb, parse_cflags
 from .diffapply import apply_patch, copy_tree
-from .elfinfo import TargetInfo, check_patch_object, inlined_into, read_target
+from .elfinfo import (
+    TargetInfo,
+    check_patch_object,
+    defined_objects,
+    inlined_into,
+    read_target,
+)
 from .errors import BuildError
 from .generate import GeneratedTU, generate_patch_tu
 
@@ -242,6 +248,7 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
         check_patch_object(so_path, [b.slot for b in manifest.bindings],
                            [f.new_symbol for f in manifest.functions]
                            + [f.name for f in manifest.added_functions], internal)
+        _refuse_state_copies(so_path, units, target)
         warnings += reach_warnings(target, manifest)
         so_bytes = so_path.read_bytes()
         manifest = write_bundle(output, manifest, so_bytes)
@@ -361,3 +368,33 @@ def reach_warnings(target: TargetInfo, manifest: Manifest) -> list[str]:
             out.append(f"{f.name} is inlined into {', '.join(callers)} in the target: those "
                        f"call sites keep the old code; include the callers in the patch")
     return out
+
+
+def _refuse_state_copies(so_path: Path, units: list[_Unit], target: TargetInfo) -> None:
+    """The patch must never own a copy of target state: after --gc-sections a surviving
+    definition of one of the target's (non-const) objects means some code uses it directly,
+    missed by the slot rewriting; running it would silently fork the program's state."""
+    have = defined_objects(so_path)
+    for u in units:
+        assert u.new_tu is not None and u.old_tu is not None
+        base = os.path.basename(u.new_cmd.file_arg)
+        for name, fs in u.new_tu.file_scope.items():
+            if name not in have or fs.kind != "object" or not fs.defined_in_file:
+                continue
+            if name not in u.old_tu.file_scope or "const" in _quals(fs.decl.type):
+                continue
+            in_target = (target.symbols.local_sym(base, name) if fs.static
+                         else target.symbols.global_sym(name))
+            if in_target:
+                raise BuildError(f"the patch object defines its own copy of {name}, which the "
+                                 f"target owns ({base}): some reference escaped the slot "
+                                 f"rewriting (a macro or attribute opus-bpf cannot see?); "
+                                 f"the patch would fork the program's state")
+
+
+def _quals(t) -> list[str]:
+    while t is not None and type(t).__name__ != "TypeDecl":
+        if type(t).__name__ == "PtrDecl":
+            return list(t.quals)
+        t = getattr(t, "type", None)
+    return list(t.quals) if t is not None else []

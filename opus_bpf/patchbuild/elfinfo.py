@@ -325,3 +325,14 @@ def _contains_inlined(die, function: str) -> bool:
                 and _contains_inlined(child, function):
             return True
     return False
+
+
+def defined_objects(so_path: str | os.PathLike[str]) -> set[str]:
+    """Names of the data objects a patch object defines itself."""
+    with open(so_path, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        if not isinstance(symtab, SymbolTableSection):
+            return set()
+        return {s.name for s in symtab.iter_symbols() if s.name
+                and s["st_info"]["type"] in ("STT_OBJECT", "STT_TLS")
+                and s["st_shndx"] != "SHN_UNDEF"}

@@ -227,6 +227,14 @@ def test_refuses_ifunc(counter_bins, make_diff, tmp_path: Path) -> None:
         build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "i.opus", cflags=CFLAGS)
 
 
+def test_refuses_state_the_slots_missed(counter_bins, make_diff, tmp_path: Path) -> None:
+    # cfront cannot see into asm operands: scount would be the patch's own copy
+    asm = '    __asm__ volatile("incl %0" : "+m"(scount));'
+    diff = make_diff([("    calls++;", "    calls++;\n" + asm)])
+    with pytest.raises(BuildError, match="defines its own copy of scount"):
+        build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "e.opus", cflags=CFLAGS)
+
+
 def test_patch_that_does_not_apply(counter_bins, tmp_path: Path) -> None:
     bad = tmp_path / "bad.diff"
     bad.write_text(FIX.read_text().replace(" int __attribute__((noinline)) handle(const char "

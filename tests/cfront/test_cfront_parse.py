@@ -224,3 +224,25 @@ def test_signature_change(tmp_path: Path) -> None:
                        "static long a(int x) { return x + 1; }")
     cs = changed_functions(*_tus(tmp_path, BASE, new))
     assert cs.modified == ["a"] and cs.signature_changed == ["a"]
+
+
+def test_gnu_extensions_in_user_code(tmp_path: Path) -> None:
+    (tmp_path / "g.c").write_text(textwrap.dedent("""
+        #include <stdio.h>
+        #define barrier() __asm__ __volatile__("" ::: "memory")
+        #define max(a, b) ({ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _a > _b ? _a : _b; })
+        static int counter __attribute__((aligned(8)));
+        extern int renamed(int) __asm__("real_name");
+        __extension__ typedef unsigned long long u64;
+        static inline __attribute__((always_inline)) int f(int x) { return x; }
+        int g(int a, int b) {
+            barrier();
+            asm volatile("mov %0, %0 /* ( */" : "+r"(a));
+            __typeof__(a) c = max(a, b) + f(counter);
+            return c + __builtin_expect(a, 0) + (int)sizeof(u64) + __alignof__(int);
+        }
+    """))
+    tu = parse("g.c", ["-O2"], tmp_path)
+    assert set(tu.functions) == {"f", "g"}
+    assert "counter" in tu.functions["g"].names.free
+    assert tu.functions["g"].line == 9
