@@ -25,13 +25,23 @@ class Bundle:
 def write_bundle(path: str | os.PathLike[str], manifest: Manifest, so_bytes: bytes) -> Manifest:
     """Fill patch_object and id from *so_bytes*, write atomically, return the manifest."""
     manifest.patch_object = PatchObject(hashlib.sha256(so_bytes).hexdigest(), len(so_bytes))
-    manifest.id = manifest.compute_id(so_bytes)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(MANIFEST_MEMBER, manifest.to_json())
-        zf.writestr(SO_MEMBER, so_bytes)
-    os.replace(tmp, path)
+    try:
+        manifest.id = manifest.compute_id(so_bytes)
+        text = manifest.to_json()
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"manifest for {path} is not JSON-serialisable ({e}); pass plain "
+                          f"dicts/lists as analysis") from e
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(MANIFEST_MEMBER, text)
+            zf.writestr(SO_MEMBER, so_bytes)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BundleError(f"cannot write bundle {path}: {e.strerror or e}; check that the "
+                          f"directory exists and is writable") from e
     return manifest
 
 

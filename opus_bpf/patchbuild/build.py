@@ -14,6 +14,7 @@ from ..bundle import (
     AddedFunction,
     Binding,
     BuildInfo,
+    BundleError,
     Manifest,
     PatchObject,
     ReplacedFunction,
@@ -177,8 +178,8 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
                  binary: str | os.PathLike[str], output: str | os.PathLike[str],
                  cflags: list[str] | str | None = None,
                  compile_commands: str | os.PathLike[str] | None = None,
-                 *, cc: str = "gcc", keep_dir: str | os.PathLike[str] | None = None
-                 ) -> BuildResult:
+                 *, cc: str = "gcc", keep_dir: str | os.PathLike[str] | None = None,
+                 analysis: object = None) -> BuildResult:
     """Build a bundle that replaces the functions *patch_file* changes in *binary*.
 
     *cflags* (list or shell string) apply to every file; *compile_commands* gives per-file
@@ -216,6 +217,9 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
         objects: list[str] = []
         for i, u in enumerate(units):
             assert u.new_tu is not None and u.old_tu is not None and u.changes is not None
+            for name in u.changes.signature_changed:
+                warnings.append(f"{u.rel}: the type of {name} changed; callers in the target "
+                                f"still pass the old arguments and expect the old result")
             if u.changes.removed:
                 warnings.append(f"{u.rel}: removed functions {', '.join(u.changes.removed)} "
                                 f"stay in the target (their callers may still call them)")
@@ -251,7 +255,11 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
         _refuse_state_copies(so_path, units, target)
         warnings += reach_warnings(target, manifest)
         so_bytes = so_path.read_bytes()
-        manifest = write_bundle(output, manifest, so_bytes)
+        manifest.analysis = analysis
+        try:
+            manifest = write_bundle(output, manifest, so_bytes)
+        except BundleError as e:
+            raise BuildError(e.message) from e
         if keep_dir is not None:
             shutil.copytree(tmp, keep_dir, dirs_exist_ok=True)
         return BuildResult(

@@ -162,9 +162,14 @@ class _Generator:
             found = [g] if g is not None and g.type in ("STT_FUNC", "STT_GNU_IFUNC") else []
         self._unique(fd.name, found)
         if not found:
-            raise BuildError(f"function {fd.name} has no symbol in {self.binary}: inlined by the "
-                             f"compiler; patch its callers instead, or rebuild the program with "
-                             f"__attribute__((noinline)) on {fd.name}")
+            group = (self.syms.locals_by_file.get(self.file, {}) if fd.is_static
+                     else self.syms.globals)
+            clones = sorted(n for n in group if n.startswith(fd.name + "."))
+            how = (f"only compiler clones with another calling convention exist "
+                   f"({', '.join(clones)})" if clones else "inlined by the compiler")
+            raise BuildError(f"function {fd.name} has no symbol in {self.binary}: {how}; patch "
+                             f"its callers instead, or rebuild the program with "
+                             f"__attribute__((noinline, noclone)) on {fd.name}")
 
     def _unique(self, name: str, cands: list) -> None:
         if len({c.value for c in cands}) > 1:

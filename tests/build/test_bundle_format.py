@@ -159,3 +159,13 @@ def test_unknown_keys_are_ignored(bundle: Path) -> None:
     m["manifest.json"] = json.dumps(d).encode()
     rewrite(bundle, m)
     assert read_bundle(bundle).manifest.bindings[0].slot == "__opus_ref_counter"
+
+
+def test_write_errors(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="cannot write bundle .*directory exists"):
+        write_bundle(tmp_path / "nodir" / "x.opus", manifest(), SO)
+    m = manifest()
+    m.analysis = {"bad": object()}
+    with pytest.raises(BundleError, match="not JSON-serialisable"):
+        write_bundle(tmp_path / "x.opus", m, SO)
+    assert not list(tmp_path.iterdir())
