@@ -44,6 +44,8 @@ class ActivationProbes:
             raise PermissionProblem(
                 "the bcc Python module is missing: run scripts/dev.sh setup (Debian python3-bpfcc)"
             ) from exc
+        self.detach_seconds = 0.0
+        self.bpf = None
         t0 = time.monotonic()
         try:
             self.bpf = BPF(src_file=str(bpf_source("activations.c")))
@@ -66,7 +68,6 @@ class ActivationProbes:
             raise
         self.attach_seconds = time.monotonic() - t0
         self._totals = self.bpf["totals"]
-        self.detach_seconds = 0.0
 
     def _get(self, i: int) -> int:
         return int(self._totals[ctypes.c_int(i)].value)
@@ -89,4 +90,4 @@ class ActivationProbes:
         if bpf is not None:
             bpf.cleanup()
             self.bpf = None
-        self.detach_seconds = time.monotonic() - t0
+        self.detach_seconds += time.monotonic() - t0
