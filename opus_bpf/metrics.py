@@ -33,8 +33,14 @@ from prometheus_client import (
 
 prometheus_client.disable_created_metrics()
 
-#: Seconds of one uprobe hit (entry) and one uretprobe hit (return) on x86-64, kernel 6.x.
-PROBE_COST_SECONDS: dict[str, float] = {"uprobe": 0.3e-6, "uretprobe": 0.5e-6}
+#: Seconds of one uprobe hit (entry) and one uretprobe hit (return) on x86-64, kernel 6.x, quiet
+#: machine. A probed first instruction that the kernel cannot emulate (anything but push, jmp,
+#: call, ret, nop) is single-stepped out of line and costs far more; see docs/observability.md.
+#: Override per host with OPUS_BPF_UPROBE_COST_SECONDS / OPUS_BPF_URETPROBE_COST_SECONDS.
+PROBE_COST_SECONDS: dict[str, float] = {
+    "uprobe": float(os.environ.get("OPUS_BPF_UPROBE_COST_SECONDS", "0.3e-6")),
+    "uretprobe": float(os.environ.get("OPUS_BPF_URETPROBE_COST_SECONDS", "0.5e-6")),
+}
 
 #: Buckets from 10 µs to 10 s: a per-thread pause is tens of µs, a stop-the-world pause of a
 #: busy 64-thread process is tens of ms, and a quiescence wait is bounded by the 10 s timeout.
@@ -95,8 +101,9 @@ FUNCTIONS_REPLACED = Counter(
 )
 PROBE_HITS = Counter(
     "opus_bpf_quiescence_probe_hits_total",
-    "Uprobe and uretprobe hits in the target while waiting for quiescence.",
-    ["operation", "probe"], registry=REGISTRY,
+    "Quiescence probe hits in the target while waiting (uprobe entries plus uretprobe "
+    "returns): each hit is a trap the target paid for.",
+    ["operation"], registry=REGISTRY,
 )
 PROBE_OVERHEAD = Counter(
     "opus_bpf_probe_overhead_seconds_total",
@@ -165,10 +172,8 @@ def _preinitialize() -> None:
     for op in OPERATIONS:
         for oc in OUTCOMES:
             OPERATIONS_TOTAL.labels(op, oc)
-        for probe in PROBE_COST_SECONDS:
-            PROBE_HITS.labels(op, probe)
-        for fam in (QUIESCENCE_WAIT, PAUSE, SUCCESSFUL_PAUSE, ATTEMPTS, FUNCTIONS_REPLACED,
-                    PROBE_OVERHEAD):
+        for fam in (QUIESCENCE_WAIT, PROBE_HITS, PAUSE, SUCCESSFUL_PAUSE, ATTEMPTS,
+                    FUNCTIONS_REPLACED, PROBE_OVERHEAD):
             fam.labels(op)
     for reason in VERIFICATION_REASONS:
         VERIFICATION_FAILURES.labels(reason)
@@ -196,12 +201,17 @@ def normalize_outcome(outcome: str) -> str:
     return outcome if outcome in OUTCOMES else "error"
 
 
-def probe_overhead_seconds(uprobe_hits: int, uretprobe_hits: int | None = None) -> float:
-    """Estimated target CPU time spent in probes; uretprobe hits default to the entry hits."""
-    if uretprobe_hits is None:
-        uretprobe_hits = uprobe_hits
-    return (uprobe_hits * PROBE_COST_SECONDS["uprobe"]
-            + uretprobe_hits * PROBE_COST_SECONDS["uretprobe"])
+def probe_overhead_seconds(probe_hits: int, entries: int | None = None,
+                           returns: int | None = None) -> float:
+    """Estimated target CPU time spent in probes.
+
+    ``probe_hits`` is entries + returns (what the runtime counts). Without the split, half are
+    taken as entries and half as returns (every call that entered while probed also returns).
+    """
+    if entries is None or returns is None:
+        entries = probe_hits / 2
+        returns = probe_hits - entries
+    return entries * PROBE_COST_SECONDS["uprobe"] + returns * PROBE_COST_SECONDS["uretprobe"]
 
 
 def observe_apply(
@@ -214,13 +224,15 @@ def observe_apply(
     patch_id: str,
     operation: str = "apply",
     successful_pause_seconds: float | None = None,
-    uretprobe_hits: int | None = None,
+    probe_entries: int | None = None,
+    probe_returns: int | None = None,
 ) -> None:
     """Record one apply or revert, whatever its outcome.
 
     ``pause_seconds`` is every stop-the-world pause (failed verification attempts too);
     ``successful_pause_seconds`` the one that wrote the jumps, if any. ``probe_hits`` counts
-    function entries seen by the uprobes; returns default to the same number. ``patch_id`` is
+    uprobe entries plus uretprobe returns; ``probe_entries``/``probe_returns`` give the split if
+    known (it only refines the overhead estimate). ``patch_id`` is
     accepted so callers need not change when per-patch series are added; it is not a label here
     (the gauges carry the per-patch view).
     """
@@ -235,13 +247,10 @@ def observe_apply(
         SUCCESSFUL_PAUSE.labels(op).observe(max(0.0, float(successful_pause_seconds)))
     if attempts > 0:
         ATTEMPTS.labels(op).observe(attempts)
-    rets = probe_hits if uretprobe_hits is None else uretprobe_hits
     if probe_hits > 0:
-        PROBE_HITS.labels(op, "uprobe").inc(probe_hits)
-    if rets > 0:
-        PROBE_HITS.labels(op, "uretprobe").inc(rets)
-    overhead = probe_overhead_seconds(probe_hits, rets)
-    PROBE_OVERHEAD.labels(op).inc(overhead)
+        PROBE_HITS.labels(op).inc(probe_hits)
+        PROBE_OVERHEAD.labels(op).inc(
+            probe_overhead_seconds(probe_hits, probe_entries, probe_returns))
     if oc in ("applied", "reverted") and functions > 0:
         FUNCTIONS_REPLACED.labels(op).inc(functions)
 
@@ -250,8 +259,8 @@ def observe_result(result: object, operation: str | None = None) -> None:
     """Record an ApplyResult-shaped object (duck-typed, so this module imports nothing of ours).
 
     Reads ``operation, outcome, wait_seconds, pause_seconds, pauses, attempts, probe_hits,
-    functions, bundle_id`` and optionally ``uretprobe_hits``; ``operation`` overrides the
-    result's own.
+    functions, bundle_id`` and optionally ``probe_entries, probe_returns``; ``operation``
+    overrides the result's own.
     """
     operation = operation or str(getattr(result, "operation", "apply"))
     pauses = getattr(result, "pauses", None)
@@ -269,7 +278,8 @@ def observe_result(result: object, operation: str | None = None) -> None:
         patch_id=str(getattr(result, "bundle_id", "")),
         operation=operation,
         successful_pause_seconds=float(successful) if successful is not None else None,
-        uretprobe_hits=getattr(result, "uretprobe_hits", None),
+        probe_entries=getattr(result, "probe_entries", None),
+        probe_returns=getattr(result, "probe_returns", None),
     )
 
 

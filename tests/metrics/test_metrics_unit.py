@@ -53,9 +53,13 @@ def test_observe_apply_records_every_family() -> None:
         == before_ok + 1
     assert _value("opus_bpf_pause_seconds_count", operation="apply") == before_pauses + 2
     assert _value("opus_bpf_functions_replaced_total", operation="apply") == before_fn + 3
-    # 1000 entries x 0.3 us + 1000 returns x 0.5 us
+    # 1000 hits = 500 entries x 0.3 us + 500 returns x 0.5 us
     assert _value("opus_bpf_probe_overhead_seconds_total", operation="apply") \
-        == pytest.approx(before_ovh + 800e-6)
+        == pytest.approx(before_ovh + 400e-6)
+    metrics.observe_apply("applied", 0.0, [], 1, 1000, 1, "p1", probe_entries=900,
+                          probe_returns=100)
+    assert _value("opus_bpf_probe_overhead_seconds_total", operation="apply") \
+        == pytest.approx(before_ovh + 400e-6 + 900 * 0.3e-6 + 100 * 0.5e-6)
     # a 40 us pause lands in the 50 us bucket, not in the 25 us one
     le50 = _value("opus_bpf_pause_seconds_bucket", operation="apply", le="5e-05")
     le25 = _value("opus_bpf_pause_seconds_bucket", operation="apply", le="2.5e-05")
