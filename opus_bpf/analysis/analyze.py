@@ -233,6 +233,14 @@ def _global_findings(old: _Side, new: _Side, report: Report) -> None:
         ))
 
 
+def _last_line(fd: c_ast.FuncDef) -> int | None:
+    """Last line of the function's own file that the AST puts inside it."""
+    f = fd.decl.coord.file if fd.decl.coord else None
+    lines = [n.coord.line for n in walk(fd.body)
+             if getattr(n, "coord", None) is not None and n.coord.file == f]
+    return max(lines) if lines else None
+
+
 def _read_only(d: c_ast.Decl, idx: TUIndex) -> bool:
     """Is the object itself const (for arrays: the elements)?"""
     t = d.type
@@ -436,8 +444,8 @@ def _analyze_pair(ou: Unit, nu: Unit, report: Report) -> None:
             continue
         if old.idx.fp(ofd) == new.idx.fp(nfd):
             continue
-        ot = old.idx.sources.function_text(*_coord(ofd.decl))
-        nt = new.idx.sources.function_text(*_coord(nfd.decl))
+        ot = old.idx.sources.function_text(*_coord(ofd.decl), _last_line(ofd))
+        nt = new.idx.sources.function_text(*_coord(nfd.decl), _last_line(nfd))
         if ot is not None and ot == nt:
             macro.append(name)
         else:

@@ -84,10 +84,14 @@ class SourceCache:
             return None
         return ls[line - 1].strip()
 
-    def function_text(self, file: str | None, line: int | None) -> str | None:
-        """Text of the function whose declarator starts at `line`: up to its closing brace.
+    def function_text(self, file: str | None, line: int | None,
+                      last_line: int | None = None) -> str | None:
+        """Text of the function whose declarator starts at `line`, up to its closing brace.
 
-        Comments and whitespace are dropped so reformatting alone does not count as a change.
+        Braces are counted in the first branch of each #if only (branches often open the same
+        block differently), and the text reaches at least `last_line` (the last line the AST
+        puts in the function). Comments and whitespace are dropped so that reformatting alone
+        does not count as a change.
         """
         t = self.text(file)
         if t is None or not line:
@@ -97,22 +101,51 @@ class SourceCache:
             return None
         start = sum(len(x) for x in ls[: line - 1])
         body = _strip_comments(t[start:])
-        i = body.find("{")
-        if i < 0:
-            return None
         depth = 0
-        j = i
+        opened = False
+        cond: list[tuple[int, int | None]] = []  # (depth at #if, depth after first branch)
+        j = 0
         n = len(body)
+        cur_line = line
+        at_line_start = True
         while j < n:
             ch = body[j]
+            if ch == "\n":
+                cur_line += 1
+                at_line_start = True
+                j += 1
+                continue
+            if at_line_start and ch == "#":
+                k = body.find("\n", j)
+                k = n if k < 0 else k
+                while k < n and body[k - 1] == "\\":  # continued directive
+                    k2 = body.find("\n", k + 1)
+                    cur_line += 1
+                    k = n if k2 < 0 else k2
+                word = body[j + 1 : k].strip().split(" ")[0].strip()
+                if word.startswith("if"):
+                    cond.append((depth, None))
+                elif word in ("else", "elif", "elifdef", "elifndef") and cond:
+                    d0, d1 = cond[-1]
+                    cond[-1] = (d0, depth if d1 is None else d1)
+                    depth = d0
+                elif word == "endif" and cond:
+                    d0, d1 = cond.pop()
+                    if d1 is not None:
+                        depth = d1
+                j = k
+                continue
+            if not ch.isspace():
+                at_line_start = False
             if ch in "\"'":
                 j = _skip_literal(body, j)
                 continue
             if ch == "{":
                 depth += 1
+                opened = True
             elif ch == "}":
                 depth -= 1
-                if depth == 0:
+                if opened and depth <= 0 and (last_line is None or cur_line >= last_line):
                     return re.sub(r"\s+", " ", body[: j + 1]).strip()
             j += 1
         return None
@@ -134,7 +167,11 @@ _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\
 
 
 def _strip_comments(s: str) -> str:
-    return _COMMENT.sub(lambda m: " " if m.group(0)[0] == "/" else m.group(0), s)
+    # a comment becomes its newlines (or one space): line numbers stay right
+    return _COMMENT.sub(
+        lambda m: ("\n" * m.group(0).count("\n") or " ") if m.group(0)[0] == "/" else m.group(0),
+        s,
+    )
 
 
 _NORETURN_ATTR = re.compile(

@@ -207,7 +207,7 @@ class Scope:
         self.idx = idx
         self.fd = fd
         self.fname = fd.decl.name
-        self.params: dict[str, c_ast.Node] = {}
+        self.params: dict[str, c_ast.Node | None] = {}
         self.param_order: list[str] = []
         self.locals: dict[str, c_ast.Node] = {}
         self.local_statics: dict[str, c_ast.Decl] = {}
@@ -216,6 +216,9 @@ class Scope:
             for p in ftype.args.params:
                 if isinstance(p, c_ast.Decl) and p.name:
                     self.params[p.name] = p.type
+                    self.param_order.append(p.name)
+                elif isinstance(p, c_ast.ID):  # K&R identifier list; types come below
+                    self.params[p.name] = None
                     self.param_order.append(p.name)
         # K&R parameter declarations
         for p in fd.param_decls or []:
@@ -236,7 +239,8 @@ class Scope:
     def param_names(fd: c_ast.FuncDef) -> list[str]:
         ftype = fd.decl.type
         if isinstance(ftype, c_ast.FuncDecl) and ftype.args is not None:
-            return [p.name if isinstance(p, c_ast.Decl) else "" for p in ftype.args.params]
+            return [p.name if isinstance(p, c_ast.Decl | c_ast.ID) else ""
+                    for p in ftype.args.params]
         return []
 
     def kind(self, name: str) -> str:

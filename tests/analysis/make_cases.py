@@ -1519,6 +1519,88 @@ int digit(int c)
 """)
 
 
+case("kr_helper_param_write", "review", "A K&R-style helper (identifier list) writes through its parameter; mapped onto the caller's argument.",
+PRE + """
+struct cov { int num; int max; };
+static int cov_add(c, v)
+    struct cov *c;
+    int v;
+{
+    c->num = v;
+    return 0;
+}
+int track(struct cov *cv, int v)
+{
+    return v;
+}
+""", PRE + """
+struct cov { int num; int max; };
+static int cov_add(c, v)
+    struct cov *c;
+    int v;
+{
+    c->num = v;
+    return 0;
+}
+int track(struct cov *cv, int v)
+{
+    cov_add(cv, v); //! track:write-param
+    return v;
+}
+""")
+
+case("ifdef_unbalanced_braces_changed", "review", "Braces opened differently in #if branches: the edit is still seen as an edit, not a macro change.",
+PRE + """
+int flags;
+int scan(int n)
+{
+#ifdef WIDE
+    if (n > 1) {
+#else
+    if (n > 0) {
+#endif
+        n--;
+    }
+    return n;
+}
+""", PRE + """
+int flags;
+int scan(int n)
+{
+#ifdef WIDE
+    if (n > 1) {
+#else
+    if (n > 0) {
+#endif
+        n--;
+    }
+    flags = n; //! scan:write-global
+    return n;
+}
+""")
+
+case("new_const_message_safe", "safe", "A new read-only message table is data of the patch, like a string literal.",
+PRE + """
+int check_hdr(const char *h, size_t n)
+{
+    if (n < 4)
+        return -1;
+    return 0;
+}
+""", PRE + """
+static const char TooShort[] = "header too short";
+static const char *const Msgs[] = { TooShort };
+int check_hdr(const char *h, size_t n)
+{
+    if (n < 4 || h[0] != 'P') {
+        fprintf(stderr, "%s\\n", Msgs[0]);
+        return -1;
+    }
+    return 0;
+}
+""")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, verdict, note, old, new) in enumerate(CASES, 1):
