@@ -30,13 +30,14 @@ from benchlib import RESULTS, Target, build, floor, fmt_us, machine  # noqa: E40
 
 
 def run_shape(bins: dict[str, Path], mode: str, threads: int, rounds: int, runs: int,
-              gap_us: int, settle: float) -> dict:
+              gap_us: int, settle: float, serial_rounds: int) -> dict:
     """Measure one shape: `runs` floor runs against one target; per run and pooled figures."""
     per_run = []
     with Target(bins["target"], mode, threads) as t:
         time.sleep(settle)
         for _ in range(runs):
-            per_run.append(floor(bins["floor"], t.pid, rounds, gap_us, samples=True))
+            per_run.append(floor(bins["floor"], t.pid, rounds, gap_us, samples=True,
+                                 serial_rounds=serial_rounds))
         calls = t.calls()
     pooled = sorted(s for r in per_run for s in r["all"]["pause_samples"])
     for r in per_run:
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="spin,paced", help="target modes (default spin,paced)")
     ap.add_argument("--rounds", type=int, default=100, help="stops per run (default 100)")
     ap.add_argument("--runs", type=int, default=2, help="floor runs per shape (default 2)")
+    ap.add_argument("--serial-rounds", type=int, default=10,
+                    help="one-thread-at-a-time rounds per run (default 10)")
     ap.add_argument("--gap-us", type=int, default=10000, help="gap between stops (default 10 ms)")
     ap.add_argument("--settle", type=float, default=0.2, help="seconds between start and floor")
     ap.add_argument("-o", "--output", type=Path, help="JSON file (default bench/results/...)")
@@ -104,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         for threads in (int(x) for x in args.threads.split(",")):
             print(f"measuring {threads} {mode} ...", file=sys.stderr, flush=True)
             shapes.append(run_shape(bins, mode, threads, args.rounds, args.runs, args.gap_us,
-                                    args.settle))
+                                    args.settle, args.serial_rounds))
     result = {"bench": "floor", "machine": machine(), "rounds": args.rounds, "runs": args.runs,
+              "serial_rounds": args.serial_rounds,
               "gap_us": args.gap_us, "unit": "us", "shapes": shapes}
     out = args.output or RESULTS / f"floor-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -126,13 +126,14 @@ class Target:
         self.stop()
 
 
-def floor(binary: Path, pid: int, rounds: int = 100, gap_us: int = 10000,
-          mode: str = "both", samples: bool = False) -> dict:
+def floor(binary: Path, pid: int, rounds: int = 100, gap_us: int = 10000, mode: str = "both",
+          samples: bool = False, serial_rounds: int | None = None, timeout: float = 1800) -> dict:
     """Run bench/floor against pid; return its JSON (durations in µs)."""
-    cmd = [str(binary), str(pid), "-r", str(rounds), "-g", str(gap_us), "-m", mode]
+    cmd = [str(binary), str(pid), "-r", str(rounds), "-g", str(gap_us), "-m", mode,
+           "-R", str(serial_rounds or rounds)]
     if samples:
         cmd.append("-s")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"floor failed: {r.stderr.strip()}")
     return json.loads(r.stdout)

@@ -1,14 +1,14 @@
 /*
  * The floor of stopping every thread of a process with ptrace, on this machine, right now.
  *
- *   floor <pid> [-r rounds] [-g gap_us] [-m all|serial|both] [-s]
+ *   floor <pid> [-r rounds] [-R serial_rounds] [-g gap_us] [-m all|serial|both] [-s]
  *
  * Seizes every thread of <pid> (PTRACE_SEIZE, no options that outlive us: if this program dies
  * the threads are detached and run on), then:
  *   all:    R rounds of PTRACE_INTERRUPT every thread, waitpid each stop, PTRACE_GETREGS each,
  *           PTRACE_CONT all. pause = first interrupt -> last resume returned; stop = first
  *           interrupt -> last stop seen; held = for each thread, its stop seen -> its resume.
- *   serial: R rounds of, for one thread at a time: interrupt, wait, GETREGS, CONT. held = that
+ *   serial: R rounds (-R, default R) of, for one thread at a time: interrupt, wait, GETREGS, CONT. held = that
  *           thread's interrupt -> resume (the floor of a design holding one thread at a time).
  * Rounds are gap_us apart (default 10000) so the target runs between them. Prints one JSON
  * object, every duration in microseconds (CLOCK_MONOTONIC); -s adds every pause sample.
@@ -154,16 +154,17 @@ static void print_stats(const char *name, double *v, int n)
 
 int main(int argc, char **argv)
 {
-	int rounds = 100, opt, do_all = 1, do_serial = 1, samples = 0;
+	int rounds = 100, srounds = -1, opt, do_all = 1, do_serial = 1, samples = 0;
 	long gap = 10000;
 	pid_t pid;
 	struct user_regs_struct regs;
 	double *pause, *stop, *held, *sheld, *ordered, *stopped_at;
 	int nheld = 0, nsheld = 0;
 
-	while ((opt = getopt(argc, argv, "r:g:m:s")) != -1) {
+	while ((opt = getopt(argc, argv, "r:R:g:m:s")) != -1) {
 		switch (opt) {
 		case 'r': rounds = atoi(optarg); break;
+		case 'R': srounds = atoi(optarg); break;
 		case 'g': gap = atol(optarg); break;
 		case 's': samples = 1; break;
 		case 'm':
@@ -175,7 +176,9 @@ int main(int argc, char **argv)
 		default: goto usage;
 		}
 	}
-	if (optind != argc - 1 || rounds < 1 || gap < 0)
+	if (srounds < 0)
+		srounds = rounds;
+	if (optind != argc - 1 || rounds < 1 || srounds < 1 || gap < 0)
 		goto usage;
 	pid = (pid_t)atoi(argv[optind]);
 
@@ -184,7 +187,7 @@ int main(int argc, char **argv)
 	stop = calloc((size_t)rounds, sizeof(double));
 	ordered = calloc((size_t)rounds, sizeof(double));
 	held = calloc((size_t)rounds * (size_t)ntids, sizeof(double));
-	sheld = calloc((size_t)rounds * (size_t)ntids, sizeof(double));
+	sheld = calloc((size_t)srounds * (size_t)ntids, sizeof(double));
 	stopped_at = calloc((size_t)ntids, sizeof(double));
 	if (!pause || !stop || !ordered || !held || !sheld || !stopped_at) {
 		perror("calloc");
@@ -216,7 +219,7 @@ int main(int argc, char **argv)
 		ordered[r] = pause[r];
 		sleep_us(gap);
 	}
-	for (int r = 0; do_serial && r < rounds; r++) {
+	for (int r = 0; do_serial && r < srounds; r++) {
 		for (int i = 0; i < ntids; i++) {
 			double t0 = now_us();
 
@@ -260,14 +263,14 @@ int main(int argc, char **argv)
 		printf("}");
 	}
 	if (do_serial) {
-		printf(", \"serial\": {");
+		printf(", \"serial\": {\"rounds\": %d, ", srounds);
 		print_stats("held_per_thread", sheld, nsheld);
 		printf("}");
 	}
 	printf("}\n");
 	return 0;
 usage:
-	fprintf(stderr, "usage: %s <pid> [-r rounds] [-g gap_us] [-m all|serial|both] [-s]\n",
-		argv[0]);
+	fprintf(stderr, "usage: %s <pid> [-r rounds] [-R serial_rounds] [-g gap_us] "
+		"[-m all|serial|both] [-s]\n", argv[0]);
 	return 2;
 }

@@ -277,6 +277,18 @@ def stop_server(server: Child) -> str:
     return out[-1] if out else "no output"
 
 
+def exit_text(status: int | None) -> str:
+    """A child's exit status in words (killed by SIGSEGV, exit status 3, ...)."""
+    if status is None:
+        return "still running"
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
 def run(args: argparse.Namespace, work: Path, summary: Summary) -> None:
     """The demo proper; raises DemoError on the first failed check."""
     p = Printer(9 if args.offline else 10)
@@ -331,6 +343,10 @@ def run(args: argparse.Namespace, work: Path, summary: Summary) -> None:
         last = stop_server(server)
         server = None
         p.step(f"server stopped cleanly ({last})")
+    except DemoError as e:
+        if server is not None and not server.alive():
+            raise DemoError(f"{e}\nthe server died: {exit_text(server.proc.returncode)}") from e
+        raise
     finally:
         for child in (loadgen, server):
             if child is not None:
