@@ -20,6 +20,9 @@ class FunctionNames:
     bound: set[str] = field(default_factory=set)  # parameters, locals, local typedefs/enums
     members: set[str] = field(default_factory=set)  # s.x, p->x, .x = , offsetof(T, x)
     called: set[str] = field(default_factory=set)  # free names used as f(...)
+    # how many ID nodes reference each free name (after macro expansion): the build compares
+    # it with the identifier's occurrences in the source text
+    free_counts: dict[str, int] = field(default_factory=dict)
 
 
 def _param_names(funcdef: c_ast.FuncDef) -> set[str]:
@@ -60,6 +63,7 @@ class _Walker:
         if isinstance(node, c_ast.ID):
             if self._free(node.name, scopes):
                 out.free.add(node.name)
+                out.free_counts[node.name] = out.free_counts.get(node.name, 0) + 1
             return
         if isinstance(node, c_ast.StructRef):
             self.walk(node.name, scopes)

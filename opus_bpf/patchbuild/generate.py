@@ -143,6 +143,7 @@ class _Generator:
         self.taken = taken
         self.out = GeneratedTU(text="")
         self.tu_slots: dict[tuple[str, str, str | None], Slot] = {}
+        self.token_rewrites: dict[str, set[str]] = {}  # function -> names rewritten as tokens
 
     # ---- deciding what goes through a slot ------------------------------------------------
     def _check_function(self, fd: FunctionDef) -> None:
@@ -335,14 +336,23 @@ class _Generator:
                 if s.slot not in declared:
                     declared.add(s.slot)
                     pre.append(s.decl)
-            defs = {s.c_name: s.slot for s in gslots.values()}
+            rewrite = self.token_rewrites.get(sp.name, set())
+            defs = {s.c_name: s.slot for s in gslots.values() if s.c_name not in rewrite}
             defs.update({ls.name: s.slot for ls, s in lslots})
             pre += [f"#define {c} (*{slot})" for c, slot in sorted(defs.items())]
             body = self.text[sp.start:sp.end]
-            if lslots:
-                lo = bisect.bisect_left(starts, sp.body_open)
-                hi = bisect.bisect_left(starts, sp.end)
-                body = self._remove_local_statics(sp, body, toks, lo, hi, lines, lslots)
+            lo = bisect.bisect_left(starts, sp.start)
+            hi = bisect.bisect_left(starts, sp.end)
+            body_lo = bisect.bisect_left(starts, sp.body_open)
+            removed = (self._remove_local_statics(sp, body, toks, body_lo, hi, lines, lslots)
+                       if lslots else [])
+            edits = list(removed)
+            if rewrite:
+                edits += [e for e in self._token_edits(sp, toks, lo, hi,
+                                                       {n: gslots[n].slot for n in rewrite})
+                          if not any(a <= e[0] < b for a, b, _ in removed)]
+            for a, b, rep in sorted(edits, reverse=True):
+                body = body[:a] + rep + body[b:]
             if pre:
                 pieces.append(f"\n/* opus-bpf: slots for {sp.name} */\n" + "\n".join(pre)
                               + f"\n#line {lines.line(sp.start)}\n")
@@ -371,10 +381,9 @@ class _Generator:
                     f"{s.binding} {what} (reached through a pointer slot) and a local variable "
                     f"or parameter; rename the local in the patch")
             if ref in names.members:
-                raise BuildError(
-                    f"in {fd.name} ({self.file}:{fd.line}) the name {ref} is both the target's "
-                    f"{s.binding} {what} and a struct member used there (x.{ref} / ->{ref}); the "
-                    f"slot macro would rewrite the member; rename one of them in the patch")
+                # a #define would rewrite the member too: rewrite the identifier's tokens in the
+                # text instead, if all its uses are visible there (checked in _token_edits)
+                self.token_rewrites.setdefault(fd.name, set()).add(ref)
         slotted = {ls.name for ls, s in locals_ if s is not None}
         bound_counts = _decl_counts(fd.node)
         for name in slotted:
@@ -384,9 +393,39 @@ class _Generator:
                     f"another local, parameter or struct member of the same name; rename it "
                     f"in the patch")
 
+    def _token_edits(self, sp: FunctionSpan, toks: list[Token], lo: int, hi: int,
+                     names: dict[str, str]) -> list[tuple[int, int, str]]:
+        """Replace each free use of *names* by ``(*slot)`` token by token, leaving members
+        (``.x``, ``->x``) alone. Only when the text shows exactly the uses the AST has: a use
+        hidden in a macro expansion cannot be rewritten, so that is refused."""
+        fd = self.new.functions[sp.name]
+        edits: list[tuple[int, int, str]] = []
+        for name, slot in names.items():
+            hits = []
+            for k in range(lo, hi):
+                t = toks[k]
+                if t.kind != "id" or t.text != name:
+                    continue
+                prev = toks[k - 1] if k > lo else None
+                if prev is not None and (prev.text == "." or (
+                        prev.text == ">" and k - 2 >= lo and toks[k - 2].text == "-"
+                        and toks[k - 2].end == prev.start)):
+                    continue
+                hits.append(t)
+            if len(hits) != fd.names.free_counts.get(name, 0):
+                raise BuildError(
+                    f"in {fd.name} ({self.file}:{fd.line}) the name {name} is both the target's "
+                    f"variable reached through a pointer slot and a struct member used there, "
+                    f"and some uses come from macro expansions; rename one of them in the patch")
+            edits += [(t.start - sp.start, t.end - sp.start, f"(*{slot})") for t in hits]
+        return edits
+
     def _remove_local_statics(self, sp: FunctionSpan, body: str, toks: list[Token], lo: int,
                               hi: int, lines: _Lines,
-                              lslots: list[tuple[LocalStatic, Slot | None]]) -> str:
+                              lslots: list[tuple[LocalStatic, Slot | None]]
+                              ) -> list[tuple[int, int, str]]:
+        """Edits (offsets relative to the span) blanking the declarations of local statics
+        that became slots."""
         base = sp.start
         want = {ls.name: ls for ls, _ in lslots}
         found: set[str] = set()
@@ -409,9 +448,7 @@ class _Generator:
             raise BuildError(f"cannot find the declaration of local static "
                              f"{sp.name}.{sorted(missing)[0]} in the source text (declared "
                              f"through a macro?); write it as a plain declaration")
-        for a, b in sorted(edits, reverse=True):
-            body = body[:a] + _blank(body[a:b]) + body[b:]
-        return body
+        return [(a, b, _blank(body[a:b])) for a, b in edits]
 
 
 def _decl_counts(node: c_ast.FuncDef) -> dict[str, int]:
