@@ -130,9 +130,13 @@ def _collect_local_statics(body: c_ast.Node) -> list[LocalStatic]:
 _ASM = re.compile(r"\b(?:__asm__|__asm|asm)\b(?:\s|volatile|goto|inline)*\(")
 
 
+_CASE_RANGE = re.compile(r"\bcase\b([^:;?\n]*?)\.\.\.([^:;?\n]*):(?!:)")
+
+
 def _strip_asm(text: str) -> str:
     """Replace GNU asm statements (``__asm__ volatile ("" ::: "memory")``), which pycparser
-    cannot parse, by ``0``; asm labels on declarations are already gone (gnu_shim.h). Line
+    cannot parse, by ``__opus_asm("<hash of the asm text>")``, so an edited asm statement is
+    still a changed function; asm labels on declarations are already gone (gnu_shim.h). Line
     breaks are kept so coordinates stay right."""
     out: list[str] = []
     pos = 0
@@ -151,7 +155,9 @@ def _strip_asm(text: str) -> str:
             depth += c == "("
             depth -= c == ")"
             i += 1
-        out.append(text[pos:m.start()] + "0" + "\n" * text.count("\n", m.start(), i))
+        digest = hashlib.sha1(text[m.start():i].encode(errors="surrogateescape")).hexdigest()
+        out.append(text[pos:m.start()] + f'__opus_asm("{digest[:16]}")'
+                   + "\n" * text.count("\n", m.start(), i))
         pos = i
     out.append(text[pos:])
     return "".join(out)
@@ -162,6 +168,10 @@ def parse_text(text: str, path: str, cwd: str | os.PathLike[str] | None = None
     """Parse already-preprocessed *text* whose main file is *path*."""
     if "asm" in text:
         text = _strip_asm(text)
+    if "..." in text:
+        # GNU case ranges: "case 'a' ... 'z':" parses as "case 'a': case 'z':", so both bounds
+        # stay in the AST and a changed bound is a changed function
+        text = _CASE_RANGE.sub(r"case \1: case \2:", text)
     parser = c_parser.CParser()
     try:
         ast = parser.parse(text, str(path))

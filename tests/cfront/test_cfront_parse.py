@@ -236,6 +236,7 @@ def test_gnu_extensions_in_user_code(tmp_path: Path) -> None:
         __extension__ typedef unsigned long long u64;
         static inline __attribute__((always_inline)) int f(int x) { return x; }
         int g(int a, int b) {
+            switch (a) { case 'a' ... 'z': a++; break; case 1 ... 3: break; default: break; }
             barrier();
             asm volatile("mov %0, %0 /* ( */" : "+r"(a));
             __typeof__(a) c = max(a, b) + f(counter);
@@ -246,3 +247,18 @@ def test_gnu_extensions_in_user_code(tmp_path: Path) -> None:
     assert set(tu.functions) == {"f", "g"}
     assert "counter" in tu.functions["g"].names.free
     assert tu.functions["g"].line == 9
+    assert "counter" in tu.functions["g"].names.free
+
+
+def test_case_range_bound_change_is_a_change(tmp_path: Path) -> None:
+    src = "int f(int c) { switch (c) { case 'a' ... 'y': return 1; } return 0; }\n"
+    cs = changed_functions(*_tus(tmp_path, src, src.replace("'y'", "'z'")))
+    assert cs.modified == ["f"]
+
+
+def test_asm_change_is_a_change(tmp_path: Path) -> None:
+    src = 'int f(int a) { __asm__ volatile("nop" : "+r"(a)); return a; }\n'
+    cs = changed_functions(*_tus(tmp_path, src, src.replace("nop", "pause")))
+    assert cs.modified == ["f"]
+    cs = changed_functions(*_tus(tmp_path, src, "\n" + src))
+    assert not cs
