@@ -43,8 +43,10 @@ _DROP_EXACT = {"-fPIE", "-fpie", "-fno-pic", "-fno-PIC", "-fno-pie", "-fno-PIE",
                "-pie", "-static", "-static-pie", "-c", "-E", "-S", "-pg", "--coverage",
                "-fwhole-program", "-save-temps", "-shared"}
 _DROP_PREFIX = ("-flto", "-fsanitize", "-fprofile", "-ftest-coverage", "-Werror", "-Wl,")
+# -fno-common: a tentative definition the program compiled as COMMON must not become a
+# definition --gc-sections cannot drop (the patch never owns the target's state)
 PATCH_CFLAGS = ["-fPIC", "-fvisibility=hidden", "-ffunction-sections", "-fdata-sections",
-                "-Wno-error"]
+                "-fno-common", "-Wno-error"]
 LINK_FLAGS = ["-shared", "-nostartfiles", "-Wl,--gc-sections", "-Wl,-z,now",
               "-Wl,--build-id", "-Wl,-z,noexecstack"]
 
@@ -130,25 +132,25 @@ def _commands(rel: str, src: Path, tree: Path, cflags: list[str] | None,
         old = find_command(compdb, src / rel)
         if old is None:
             return None
-        directory = old.directory.resolve()
-        new_dir = tree / directory.relative_to(src) if _under(directory, src) else directory
-        args: list[str] = []
-        take_path = False
-        for a in old.args:
-            if take_path:
-                args.append(_map_path(a, directory, src, tree))
-                take_path = False
-            elif a in _PATH_FLAGS:
-                args.append(a)
-                take_path = True
-            else:
-                pre = next((f for f in _PATH_FLAGS if a.startswith(f) and len(a) > len(f)), None)
-                args.append(pre + _map_path(a[len(pre):], directory, src, tree) if pre else a)
-        new = CompileCommand(new_dir, _map_path(old.file_arg, directory, src, tree), args,
-                             old.compiler)
-        return old, new
-    flags = list(cflags or [])
-    return (CompileCommand(src, rel, flags), CompileCommand(tree, rel, flags))
+    else:
+        old = CompileCommand(src, rel, list(cflags or []))
+    directory = old.directory.resolve()
+    new_dir = tree / directory.relative_to(src) if _under(directory, src) else directory
+    args: list[str] = []
+    take_path = False
+    for a in old.args:
+        if take_path:
+            args.append(_map_path(a, directory, src, tree))
+            take_path = False
+        elif a in _PATH_FLAGS:
+            args.append(a)
+            take_path = True
+        else:
+            pre = next((f for f in _PATH_FLAGS if a.startswith(f) and len(a) > len(f)), None)
+            args.append(pre + _map_path(a[len(pre):], directory, src, tree) if pre else a)
+    new = CompileCommand(new_dir, _map_path(old.file_arg, directory, src, tree), args,
+                         old.compiler)
+    return old, new
 
 
 _PATH_FLAGS = ("-isystem", "-iquote", "-idirafter", "-include", "-imacros", "-I")
@@ -182,9 +184,10 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
                  analysis: object = None) -> BuildResult:
     """Build a bundle that replaces the functions *patch_file* changes in *binary*.
 
-    *cflags* (list or shell string) apply to every file; *compile_commands* gives per-file
-    flags instead. *keep_dir*, when set, receives the patched tree and generated TUs for
-    inspection.
+    *cflags* (list or shell string) apply to every file, with relative paths relative to
+    *src_dir*; *compile_commands* gives per-file flags instead. Paths into *src_dir* (in either)
+    are redirected to the patched copy, so changed headers are seen. *keep_dir*, when set,
+    receives the patched tree and generated TUs for inspection.
     """
     src = Path(src_dir).resolve()
     if not src.is_dir():

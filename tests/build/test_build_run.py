@@ -162,3 +162,12 @@ def test_header_change_selects_the_right_tu(multi_build, preload, make_diff,
     assert list(res.changes) == ["util.c"]
     p = run_patched(binary, out, preload, tmp_path, "x")
     assert p.stdout == "main.count=3 util.count=2 total=12\n", p.stderr
+
+
+def test_header_change_with_absolute_include_cflags(multi_build, make_diff,
+                                                    tmp_path: Path) -> None:
+    src, binary, _ = multi_build
+    diff = make_diff([("#define SCALE 3", "#define SCALE 5")], rel="include/util.h", src=src)
+    res = build_bundle(src, diff, binary, tmp_path / "abs.opus",
+                       cflags=[*CFLAGS, "-fPIE", f"-I{src / 'include'}"])
+    assert [f.name for f in res.manifest.functions] == ["scale"]
