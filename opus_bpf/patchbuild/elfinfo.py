@@ -15,7 +15,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from .errors import BuildError
 
-DEBUG_ROOT = Path("/usr/lib/debug")
+DEBUG_ROOT = Path(os.environ.get("OPUS_BPF_DEBUG_ROOT", "/usr/lib/debug"))
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _index_symbols(elf: ELFFile, source: str) -> SymbolIndex | None:
     return idx
 
 
-def read_target(path: str | os.PathLike[str]) -> TargetInfo:
+def read_target(path: str | os.PathLike[str], debug_root: Path | None = None) -> TargetInfo:
     """Build-id, ELF type and symbol index of *path* (falling back to its separate debug
     file, found by build-id under /usr/lib/debug or by .gnu_debuglink, when stripped)."""
     path = Path(path)
@@ -124,19 +124,20 @@ def read_target(path: str | os.PathLike[str]) -> TargetInfo:
         raise BuildError(f"{path} has no .note.gnu.build-id; relink it with -Wl,--build-id "
                          f"so a bundle can be matched to the running binary")
     if symbols is None:
-        symbols = _debug_file_symbols(path, build_id, link)
+        symbols = _debug_file_symbols(path, build_id, link, debug_root or DEBUG_ROOT)
     if symbols is None:
         raise BuildError(f"{path} is stripped (no .symtab) and no separate debug file was "
                          f"found; build the patch against the unstripped binary or install "
-                         f"its debug file under {DEBUG_ROOT}/.build-id/")
+                         f"its debug file under {debug_root or DEBUG_ROOT}/.build-id/")
     return TargetInfo(str(path.resolve()), build_id, etype[3:], machine, symbols)
 
 
-def _debug_file_symbols(path: Path, build_id: str, link: str | None) -> SymbolIndex | None:
-    cands = [DEBUG_ROOT / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"]
+def _debug_file_symbols(path: Path, build_id: str, link: str | None, root: Path
+                        ) -> SymbolIndex | None:
+    cands = [root / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"]
     if link:
         d = path.resolve().parent
-        cands += [d / link, d / ".debug" / link, DEBUG_ROOT / d.relative_to("/") / link]
+        cands += [d / link, d / ".debug" / link, root / d.relative_to("/") / link]
     for c in cands:
         try:
             with open(c, "rb") as f:

@@ -317,3 +317,30 @@ def test_local_static_disambiguated_by_dwarf(make_diff, tmp_path: Path) -> None:
         assert (b.binding, b.function, b.symbol) == ("local-static", fn, "calls")
         assert sec_of[b.target_symbol] == section  # first's is initialized, second's is not
         assert res.warnings == []
+
+
+def test_stripped_target_with_separate_debug_file(counter_bins, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    binary = tmp_path / "server"
+    shutil.copy(counter_bins["pie"], binary)
+    dbg = tmp_path / "server.debug"
+    subprocess.run(["objcopy", "--only-keep-debug", str(binary), str(dbg)], check=True)
+    subprocess.run(["strip", "--strip-all", str(binary)], check=True)
+    with pytest.raises(BuildError, match="stripped"):
+        build_bundle(COUNTER, FIX, binary, tmp_path / "x.opus", cflags=CFLAGS)
+    # by build-id under the debug root
+    from opus_bpf.patchbuild.elfinfo import read_target
+    root = tmp_path / "debugroot"
+    bid = read_target(counter_bins["pie"]).build_id
+    (root / ".build-id" / bid[:2]).mkdir(parents=True)
+    shutil.copy(dbg, root / ".build-id" / bid[:2] / f"{bid[2:]}.debug")
+    monkeypatch.setattr("opus_bpf.patchbuild.elfinfo.DEBUG_ROOT", root)
+    res = build_bundle(COUNTER, FIX, binary, tmp_path / "x.opus", cflags=CFLAGS)
+    assert res.bindings_count == 5
+    assert res.manifest.target.build_id == bid
+    # by .gnu_debuglink next to the binary
+    monkeypatch.setattr("opus_bpf.patchbuild.elfinfo.DEBUG_ROOT", tmp_path / "none")
+    subprocess.run(["objcopy", f"--add-gnu-debuglink={dbg}", str(binary)], check=True,
+                   cwd=tmp_path)
+    res = build_bundle(COUNTER, FIX, binary, tmp_path / "y.opus", cflags=CFLAGS)
+    assert res.bindings_count == 5
