@@ -19,7 +19,8 @@ import contextlib
 import importlib.metadata
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import prometheus_client
 from prometheus_client import (
@@ -32,6 +33,8 @@ from prometheus_client import (
 )
 
 prometheus_client.disable_created_metrics()
+
+R = TypeVar("R")
 
 #: Seconds of one uprobe hit (entry) and one uretprobe hit (return) on x86-64, kernel 6.x, quiet
 #: machine. A probed first instruction that the kernel cannot emulate (anything but push, jmp,
@@ -302,6 +305,81 @@ def operation_count(operation: str) -> float:
                for oc in OUTCOMES)
 
 
+#: Exception class names (matched along the MRO, so this module needs no import of ours) that
+#: mean the operation was refused rather than failed; QuiescenceTimeout means ``timeout``.
+REFUSED_ERRORS: frozenset[str] = frozenset({
+    "TargetMismatch", "BundleError", "SymbolProblem", "DebugInfoMissing", "AlreadyApplied",
+    "NotApplied",
+})
+
+
+#: Raised before anything was attempted (the pid was not there): not counted as an operation, so
+#: a short-lived process that exits before the agent reaches it does not look like a failure.
+NOT_AN_OPERATION: frozenset[str] = frozenset({"NoSuchProcess"})
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The outcome label for an exception raised by apply_bundle / revert_bundle."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "QuiescenceTimeout" in names:
+        return "timeout"
+    if names & REFUSED_ERRORS:
+        return "refused"
+    return "error"
+
+
+def verification_reason(message: str) -> str:
+    """Map a bundle error message onto the bounded ``reason`` label."""
+    m = message.lower()
+    if "sha256" in m or "does not match its contents" in m or "checksum" in m:
+        return "checksum"
+    if "signature" in m:
+        return "signature"
+    if "unsupported bundle version" in m:
+        return "version"
+    if "malformed manifest" in m:
+        return "manifest"
+    if "build-id" in m:
+        return "build_id"
+    if any(k in m for k in ("not an opus-bpf bundle", "unknown bundle format", "has no ",
+                            "corrupt", "no such bundle")):
+        return "format"
+    return "other"
+
+
+def run_observed(operation: str, fn: Callable[[], R]) -> R:
+    """Run one apply/revert and record it, unless the layer below already recorded it.
+
+    On success the result is recorded with ``observe_result``; on an exception (except
+    ``NOT_AN_OPERATION``), the
+    exception's ``result`` attribute (figures up to the failure) if it has one, else just the
+    outcome; a ``BundleError`` also counts a verification failure. The exception is re-raised.
+    Comparing ``operation_count`` before and after makes double counting impossible whichever
+    layer (runtime, CLI, agent) ends up recording.
+    """
+    before = operation_count(operation)
+    try:
+        result = fn()
+    except Exception as exc:
+        names = {c.__name__ for c in type(exc).__mro__}
+        if operation_count(operation) == before and not names & NOT_AN_OPERATION:
+            partial = getattr(exc, "result", None)
+            outcome = outcome_of(exc)
+            if partial is not None:
+                with contextlib.suppress(Exception):
+                    partial.outcome = outcome  # type: ignore[attr-defined]
+                observe_result(partial, operation)
+            else:
+                observe_failure(operation, outcome)
+            if "BundleError" in names:
+                bundle_verification_failed(
+                    verification_reason(str(getattr(exc, "message", exc))))
+        raise
+    if operation_count(operation) == before:
+        observe_result(result, operation)
+    return result
+
+
 def bundle_verification_failed(reason: str) -> None:
     """Count a bundle refused before it touched a process; unknown reasons become ``other``."""
     VERIFICATION_FAILURES.labels(reason if reason in VERIFICATION_REASONS else "other").inc()
@@ -383,6 +461,27 @@ def push(gateway: str, job: str = "opus-bpf", grouping_key: Mapping[str, str] | 
     key = dict(grouping_key) if grouping_key else {"instance": os.uname().nodename}
     prometheus_client.push_to_gateway(gateway, job=job, registry=REGISTRY,
                                       grouping_key=key, timeout=timeout)
+
+
+def publish(pushgateway: str | None = None, textfile: str | None = None,
+            job: str = "opus-bpf") -> list[str]:
+    """For one-shot CLI runs: push and/or write the registry; returns problems, never raises.
+
+    A monitoring hiccup must not turn a successful apply into a failed command, so the caller
+    prints the returned lines as warnings and keeps its exit status.
+    """
+    problems: list[str] = []
+    if pushgateway:
+        try:
+            push(pushgateway, job=job)
+        except Exception as exc:  # URLError, HTTPError, timeouts
+            problems.append(f"could not push metrics to {pushgateway}: {exc}")
+    if textfile:
+        try:
+            write_textfile(textfile)
+        except OSError as exc:
+            problems.append(f"could not write metrics to {textfile}: {exc}")
+    return problems
 
 
 def write_textfile(path: str) -> None:

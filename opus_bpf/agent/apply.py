@@ -4,10 +4,10 @@ Why one function: every runtime call the agent makes goes through `apply_one` / 
 so tests can run the whole agent (exec detection, state, metrics endpoint) with a fake runtime,
 and a runtime API change touches only this file.
 
-Metrics: the agent records each apply in opus_bpf.metrics itself, unless the runtime already
-did (it compares metrics.operation_count before and after), so wiring metrics into the runtime
-later can never double-count. On failure it uses the exception's `result` attribute (figures up
-to the failure) if the runtime attached one.
+Metrics: the agent runs each apply through metrics.run_observed, which records it unless the
+runtime already did, so wiring metrics into the runtime later can never double-count. On failure
+it uses the exception's `result` attribute (figures up to the failure) if the runtime attached
+one.
 
 Test-only fake: with OPUS_BPF_AGENT_FAKE_APPLY=<outcome> (applied, timeout, refused, error) in
 the agent's environment, no process is touched; each call returns or raises as the runtime would
@@ -20,7 +20,7 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from opus_bpf import errors
+from opus_bpf import errors, metrics
 from opus_bpf.agent.bundles import BundleInfo
 
 FAKE_ENV = "OPUS_BPF_AGENT_FAKE_APPLY"
@@ -55,18 +55,14 @@ class FakeResult:
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """(metrics outcome, agent action) for an exception raised by apply_bundle."""
-    if isinstance(exc, errors.QuiescenceTimeout):
-        return "timeout", RETRY
+    outcome = metrics.outcome_of(exc)
     if isinstance(exc, errors.AlreadyApplied):
-        return "refused", ALREADY
+        return outcome, ALREADY
     if isinstance(exc, errors.NoSuchProcess | errors.ProcessExited):
-        return "error", GONE
-    refused = tuple(getattr(errors, n) for n in (
-        "TargetMismatch", "BundleError", "SymbolProblem", "DebugInfoMissing", "NotApplied",
-    ) if hasattr(errors, n))
-    if isinstance(exc, refused):
-        return "refused", GIVE_UP
-    return "error", RETRY
+        return outcome, GONE
+    if outcome == "refused":
+        return outcome, GIVE_UP
+    return outcome, RETRY
 
 
 def _fake_apply(bundle: BundleInfo, pid: int, outcome: str) -> FakeResult:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from opus_bpf import bundle as bundle_mod
+from opus_bpf.metrics import verification_reason
 
 log = logging.getLogger("opus_bpf.agent")
 
@@ -37,25 +38,6 @@ class BundleRefused(ValueError):
         super().__init__(message)
         self.message = message
         self.reason = reason
-
-
-def verification_reason(message: str) -> str:
-    """Map a bundle error message onto the bounded reason label."""
-    m = message.lower()
-    if "sha256" in m or "does not match its contents" in m:
-        return "checksum"
-    if "signature" in m:
-        return "signature"
-    if "unsupported bundle version" in m:
-        return "version"
-    if "malformed manifest" in m:
-        return "manifest"
-    if "build-id" in m:
-        return "build_id"
-    if "not an opus-bpf bundle" in m or "unknown bundle format" in m or "has no " in m \
-            or "corrupt" in m:
-        return "format"
-    return "other"
 
 
 def read_bundle(path: str) -> BundleInfo:

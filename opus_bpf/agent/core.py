@@ -258,18 +258,11 @@ class Agent:
         f = self.failures.get(key)
         if f is not None and (f.given_up or time.monotonic() < f.next_try):
             return False
-        before = metrics.operation_count("apply")
         try:
-            result = apply_one(b, pid, self.timeout)
+            result = metrics.run_observed("apply", lambda: apply_one(b, pid, self.timeout))
         except Exception as exc:
             outcome, action = classify(exc)
             msg = getattr(exc, "message", str(exc))
-            if metrics.operation_count("apply") == before and action != GONE:
-                partial = getattr(exc, "result", None)  # figures up to the failure, if given
-                if partial is not None:
-                    metrics.observe_result(partial, "apply")
-                else:
-                    metrics.observe_failure("apply", outcome)
             if action == ALREADY:
                 self._record(b, pid, started, build_id, None)
                 return True
@@ -288,8 +281,6 @@ class Agent:
                             b.name, pid, outcome, msg, delay)
                 self._schedule(time.monotonic() + delay, "check", pid)
             return False
-        if metrics.operation_count("apply") == before:  # the runtime did not record it
-            metrics.observe_result(result, "apply")
         self.failures.pop(key, None)
         self._record(b, pid, started, build_id, result)
         log.info("applied %s (%s) to pid %d: wait %.1f ms, pause %.0f us", b.name, b.id, pid,

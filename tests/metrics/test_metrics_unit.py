@@ -138,3 +138,60 @@ def test_push_to_gateway_puts_the_registry() -> None:
     assert got["path"] == "/metrics/job/opus-bpf/instance/host-a"
     assert 'opus_bpf_operations_total{operation="apply",outcome="applied"}' in got["body"]
     assert "_created" not in got["body"]
+
+
+def test_run_observed_records_once_whoever_records() -> None:
+    from opus_bpf import errors
+
+    res = SimpleNamespace(operation="apply", outcome="applied", functions=[1], wait_seconds=0.0,
+                          pause_seconds=1e-4, pauses=[1e-4], attempts=1, probe_hits=0,
+                          bundle_id="b")
+    n = metrics.operation_count("apply")
+    assert metrics.run_observed("apply", lambda: res) is res
+    assert metrics.operation_count("apply") == n + 1
+
+    def runtime_that_records() -> object:
+        metrics.observe_result(res)
+        return res
+
+    metrics.run_observed("apply", runtime_that_records)
+    assert metrics.operation_count("apply") == n + 2  # not n + 3
+
+    t = _value("opus_bpf_operations_total", operation="revert", outcome="timeout")
+
+    def busy() -> None:
+        exc = errors.QuiescenceTimeout("busy")
+        exc.result = SimpleNamespace(wait_seconds=10.0, pauses=[0.3, 0.4], attempts=2,  # type: ignore[attr-defined]
+                                     probe_hits=100, functions=[], bundle_id="b",
+                                     pause_seconds=None)
+        raise exc
+
+    with pytest.raises(errors.QuiescenceTimeout):
+        metrics.run_observed("revert", busy)
+    assert _value("opus_bpf_operations_total", operation="revert", outcome="timeout") == t + 1
+
+    v = _value("opus_bpf_bundle_verification_failures_total", reason="checksum")
+
+    def tampered() -> None:
+        raise errors.BundleError("x.opus: patch.so does not match the manifest's sha256")
+
+    with pytest.raises(errors.BundleError):
+        metrics.run_observed("apply", tampered)
+    assert _value("opus_bpf_bundle_verification_failures_total", reason="checksum") == v + 1
+    assert _value("opus_bpf_operations_total", operation="apply", outcome="refused") >= 1
+
+    n = metrics.operation_count("apply")
+
+    def gone() -> None:
+        raise errors.NoSuchProcess("no such process: 1")
+
+    with pytest.raises(errors.NoSuchProcess):
+        metrics.run_observed("apply", gone)
+    assert metrics.operation_count("apply") == n
+
+
+def test_publish_never_raises(tmp_path) -> None:  # noqa: ANN001
+    problems = metrics.publish(pushgateway="127.0.0.1:9", textfile=str(tmp_path / "m.prom"))
+    assert len(problems) == 1 and "could not push" in problems[0]
+    assert "opus_bpf_operations_total" in (tmp_path / "m.prom").read_text()
+    assert metrics.publish(textfile="/nonexistent-dir/x.prom")[0].startswith("could not write")
