@@ -10,6 +10,7 @@ unmapped again); the jumps of one patch are written within one pause.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,8 +19,10 @@ from opus_bpf import bundle as bundle_mod
 from opus_bpf.errors import (
     AlreadyApplied,
     BundleError,
+    NoSuchProcess,
     NotApplied,
     OpusError,
+    ProcessExited,
     SymbolProblem,
     TargetMismatch,
 )
@@ -31,6 +34,7 @@ from opus_bpf.runtime.redirect import decode_jump, encode_jump
 from opus_bpf.runtime.remote import RemoteCaller
 from opus_bpf.runtime.status import PatchState, loaded_patches
 from opus_bpf.runtime.store import store_object
+from opus_bpf.runtime.threads import process_gone
 from opus_bpf.target.elf import ElfImage, load_elf
 from opus_bpf.target.process import (
     Mapping,
@@ -130,6 +134,29 @@ def _active(patches: list[PatchState]) -> dict[int, tuple[PatchState, dict]]:
     return out
 
 
+def _exit_aware(fn):  # type: ignore[no-untyped-def]
+    """Any failure after the target died is reported as that, in one line."""
+
+    @functools.wraps(fn)
+    def wrapper(bundle: str, pid: int, *args, **kwargs):  # type: ignore[no-untyped-def]
+        existed = pid > 0 and os.path.exists(f"/proc/{pid}")
+        try:
+            return fn(bundle, pid, *args, **kwargs)
+        except (ProcessExited, NoSuchProcess):
+            raise
+        except OpusError:
+            if existed and process_gone(pid):
+                raise ProcessExited(f"process {pid} exited during the operation") from None
+            raise
+        except Exception as exc:
+            if existed and process_gone(pid):
+                raise ProcessExited(f"process {pid} exited during the operation") from exc
+            raise
+
+    return wrapper
+
+
+@_exit_aware
 def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResult:
     """Apply a bundle to a running process; raise OpusError with the process untouched."""
     t_start = time.monotonic()
@@ -302,6 +329,7 @@ def _undo_load(
         pass
 
 
+@_exit_aware
 def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyResult:
     """Restore the old entries of an applied patch once no thread is inside its new code."""
     t_start = time.monotonic()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from opus_bpf.errors import PermissionProblem
+from opus_bpf.errors import OpusError, PermissionProblem, ProcessExited
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf_progs"
 
@@ -63,8 +63,12 @@ class ActivationProbes:
                 self.bpf.attach_uretprobe(name=s.path, addr=s.vaddr, fn_name="on_return", pid=pid)
                 self.bpf.attach_uprobe(name=s.path, addr=s.vaddr, fn_name="on_entry", pid=pid)
             self.attached = True
-        except BaseException:
+        except BaseException as exc:
             self.detach()
+            if not os.path.exists(f"/proc/{pid}"):
+                raise ProcessExited(f"process {pid} exited while probes were being attached") from exc
+            if isinstance(exc, Exception) and not isinstance(exc, OpusError):
+                raise OpusError(f"cannot attach BPF probes to process {pid}: {exc}") from exc
             raise
         self.attach_seconds = time.monotonic() - t0
         self._totals = self.bpf["totals"]

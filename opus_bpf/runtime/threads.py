@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ptrace.binding.func import ptrace_registers_t
 
-from opus_bpf.errors import NoSuchProcess, PermissionProblem, ProcessExited
+from opus_bpf.errors import NoSuchProcess, OpusError, PermissionProblem, ProcessExited
 
 PTRACE_CONT = 7
 PTRACE_DETACH = 17
@@ -114,6 +114,8 @@ def seize(tid: int, options: int = PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD) 
         return True
     except PtraceFailed as exc:
         if exc.errno == errno.ESRCH:
+            return False
+        if exc.errno == errno.EPERM and _exiting(tid):
             return False
         if exc.errno == errno.EPERM:
             raise PermissionProblem(
@@ -215,10 +217,34 @@ def stop_world(pid: int, read_regs: bool = True, stop_timeout: float = 2.0) -> W
                         pending.append(st)
             if not world.threads:
                 raise ProcessExited(f"process {pid} exited")
+    except StopTimeout:
+        resume_world(world)
+        if process_gone(pid):
+            raise ProcessExited(f"process {pid} exited") from None
+        late = [t for t, st in world.threads.items() if not st.stopped]
+        raise OpusError(
+            f"threads {late[:5]} of process {pid} did not stop within {stop_timeout:g}s "
+            "(uninterruptible sleep?); nothing was changed, retry later"
+        ) from None
     except BaseException:
         resume_world(world)
         raise
     return world
+
+
+def process_gone(pid: int) -> bool:
+    """The process no longer runs: absent, or a zombie waiting to be reaped."""
+    return _exiting(pid)
+
+
+def _exiting(tid: int) -> bool:
+    """A thread that is gone or dying (zombie/dead) cannot be seized: EPERM means that, here."""
+    try:
+        with open(f"/proc/{tid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+    return state in ("Z", "X", "x")
 
 
 def _is_traced_by_us(tid: int) -> bool:

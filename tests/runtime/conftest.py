@@ -30,9 +30,10 @@ def _need_root() -> None:
 class Proc:
     """A running target whose stdout lines are collected as they come."""
 
-    def __init__(self, argv: list[str], stdin: int | None = subprocess.PIPE) -> None:
-        self.p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, bufsize=1)
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                  env={**os.environ, **(env or {})})
         self.lines: list[str] = []
         self.cond = threading.Condition()
         self.t = threading.Thread(target=self._pump, daemon=True)
@@ -82,8 +83,8 @@ def run_target():
     _need_root()
     procs: list[Proc] = []
 
-    def start(binary: Path | str, *args: str) -> Proc:
-        p = Proc([str(binary), *args])
+    def start(binary: Path | str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        p = Proc([str(binary), *args], env=env)
         procs.append(p)
         return p
 
