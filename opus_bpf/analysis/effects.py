@@ -346,7 +346,8 @@ class FunctionEffects:
         for eff in callee:
             where = eff.node.coord
             at = f"{where.file}:{where.line}" if where is not None else "?"
-            why = f"{name}() writes {render(eff.loc)} ({at})"
+            verb = "calls" if eff.loc[0] == "call" else "writes"
+            why = f"{name}() {verb} {render(eff.loc)} ({at})"
             if eff.loc[0] == "param":
                 try:
                     i = params.index(eff.loc[1])
