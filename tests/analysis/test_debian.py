@@ -29,11 +29,11 @@ FLAGS = ("-I. -DACORN_FTYPE_NFS -DWILD_STOP_AT_DIR -DLARGE_FILE_SUPPORT -DUNICOD
 EXPECT: dict[str, tuple[str, dict[str, str], str]] = {
     "09-cve-2014-8139-crc-overflow.patch": (
         "safe", {"TestExtraField": "safe"},
-        "bounds checks on the extra field returning IZ_EF_TRUNC, which TestExtraField already "
-        "returned; the new message string is a const table (patch data)"),
+        "a minimum-length check that only prints a warning through the message callback "
+        "(G.message) the old code already called; the new message string is const data"),
     "10-cve-2014-8140-test-compr-eb.patch": (
         "safe", {"test_compr_eb": "safe"},
-        "an added size check returning IZ_EF_TRUNC, an existing value"),
+        "tightens the condition of an existing `return IZ_EF_TRUNC`; no new value or write"),
     "11-cve-2014-8141-getzip64data.patch": (
         "review", {"getZip64Data": "review", "do_string": "safe"},
         "getZip64Data could only return PK_COOL; the fix makes it return PK_ERR, which its "
@@ -46,22 +46,23 @@ EXPECT: dict[str, tuple[str, dict[str, str], str]] = {
         "decrypt gains a PK_ERR return for a too-short encryption header"),
     "15-cve-2015-7697.patch": (
         "safe", {"UZbunzip2": "safe"},
-        "infinite-loop fix: stops on a zero-length read with a value UZbunzip2 already returned"),
+        "infinite-loop fix: an early `return 2` on empty input; UZbunzip2 already returned 2"),
     "16-fix-integer-underflow-csiz-decrypted.patch": (
         "review", {"extract_or_test_entrylist": "review"},
         "the underflow check returns PK_ERR from a function that never returned it"),
     "18-cve-2014-9913-unzip-buffer-overflow.patch": (
         "safe", {"list_files": "safe"},
-        "sprintf into a local buffer replaced by a bounded, local-only formatting path"),
+        "the overflowing sprintf into the local methbuf gets a bounded format: only the "
+        "frame is written"),
     "19-cve-2016-9844-zipinfo-buffer-overflow.patch": (
         "safe", {"zi_short": "safe"},
-        "same fix in zipinfo: only the frame's own buffer is written"),
+        "same fix in zipinfo (local methbuf)"),
     "20-cve-2018-1000035-unzip-buffer-overflow.patch": (
         "safe", {"UzpPassword": "safe"},
-        "the password prompt is built with a bounded copy; nothing new outside the frame"),
+        "a length check (new locals only) before the prompt is built; no new write or value"),
     "22-cve-2019-13232-fix-bug-in-undefer-input.patch": (
         "safe", {"undefer_input": "safe"},
-        "a reordered computation writing the same G fields as before"),
+        "clamps G.csize at 0; undefer_input already wrote G.csize"),
     "23-cve-2019-13232-zip-bomb-with-overlapped-entries.patch": (
         "unsupported", {"extract_or_test_files": "review", "free_G_buffers": "review"},
         "adds `cover` to struct Globals: live objects keep the old layout (and the changed "
@@ -71,7 +72,7 @@ EXPECT: dict[str, tuple[str, dict[str, str], str]] = {
         "adds fields to struct end_central_dir_record (ecdir_rec)"),
     "25-cve-2019-13232-fix-bug-in-uzbunzip2.patch": (
         "safe", {"UZbunzip2": "safe"},
-        "an added bound on the output size, returning an existing value"),
+        "corrects how G.incnt is recomputed; UZbunzip2 already wrote G.incnt"),
 }
 
 
