@@ -96,11 +96,12 @@ def apply_one(bundle: BundleInfo, pid: int, timeout: float) -> object:
     return apply_bundle(bundle.path, pid, timeout=timeout)
 
 
-def status_ids(pid: int) -> set[str] | None:
-    """Patch ids the process itself reports as applied, or None if the runtime cannot say.
+def process_patches(pid: int) -> list[object] | None:
+    """The patches the process itself says are loaded (PatchState-like: id, name, state,
+    functions with name/new_address), or None if the runtime cannot say.
 
     Reading the truth from the process (not only the state file) keeps the agent from stacking a
-    patch the CLI already applied by hand.
+    patch the CLI already applied by hand, and lets it notice a manual revert.
     """
     if os.environ.get(FAKE_ENV):
         return None
@@ -109,7 +110,6 @@ def status_ids(pid: int) -> set[str] | None:
     except ImportError:
         return None
     try:
-        # "reverted" counts as handled: an operator's manual revert is not undone by the agent.
-        return {str(p.id) for p in process_status(pid) if p.state in ("active", "reverted")}
+        return list(process_status(pid))
     except Exception:  # status is advisory; the apply itself refuses duplicates
         return None

@@ -60,6 +60,7 @@ class CallCounter:
 
     def watch(self, pid: int, patch_id: str, functions: Iterable[object]) -> None:
         """Count calls to each function's new_address in `pid`."""
+        self.probes.setdefault(pid, [])  # looked at, even if nothing could be attached
         for fn in functions:
             addr = int(getattr(fn, "new_address", 0) or 0)
             name = str(getattr(fn, "name", "?"))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from opus_bpf import metrics
 from opus_bpf.agent import procs
-from opus_bpf.agent.apply import ALREADY, GIVE_UP, GONE, apply_one, classify, status_ids
+from opus_bpf.agent.apply import ALREADY, GIVE_UP, GONE, apply_one, classify, process_patches
 from opus_bpf.agent.buildid import BuildIdCache
 from opus_bpf.agent.bundles import BundleInfo, scan_patch_dir
 from opus_bpf.agent.http import make_app, serve_http
@@ -244,14 +244,43 @@ class Agent:
         started = procs.start_time(pid)
         if started is None:
             return
-        have = status_ids(pid)
-        if have is None:
-            have = self.state.applied(pid, started)
+        have = self._reconcile(pid, started, bid)
         for b in self.by_build_id[bid]:
             if b.id in have:
                 continue
             if not self._apply(b, pid, started, bid):
                 break  # later bundles stack on this one: do not skip over it
+
+    def _reconcile(self, pid: int, started: int, build_id: str) -> set[str]:
+        """Patch ids this process has (or had and an operator reverted): not to be applied.
+
+        Brings the record in line with what the process says: patches applied by hand are
+        adopted (so the gauges count them), patches reverted by hand are forgotten and stay
+        reverted. Without a readable status, the record alone decides.
+        """
+        status = process_patches(pid)
+        if status is None:
+            return self.state.applied(pid, started)
+        ours = {b.id: b for b in self.by_build_id.get(build_id, [])}
+        active = {str(p.id): p for p in status if getattr(p, "state", "") == "active"}
+        reverted = {str(p.id) for p in status if getattr(p, "state", "") == "reverted"}
+        changed = False
+        for pid_ in self.state.applied(pid, started) - set(active):
+            self.state.forget_patch(pid, pid_)
+            changed = True
+        recorded = self.state.applied(pid, started)
+        for patch_id, p in active.items():
+            if patch_id in ours and patch_id not in recorded:
+                log.info("pid %d already has %s (applied outside the agent)", pid, patch_id)
+                self._record(ours[patch_id], pid, started, build_id, p, save=False)
+                changed = True
+        if changed:
+            self.state.save()
+        if self.calls is not None and pid not in self.calls.probes:
+            for patch_id, p in active.items():
+                if patch_id in ours:
+                    self.calls.watch(pid, patch_id, getattr(p, "functions", []))
+        return set(active) | reverted
 
     def _apply(self, b: BundleInfo, pid: int, started: int, build_id: str) -> bool:
         key = (pid, started, b.id, b.mtime_ns)
@@ -289,14 +318,15 @@ class Agent:
         return True
 
     def _record(self, b: BundleInfo, pid: int, started: int, build_id: str,
-                result: object | None) -> None:
+                result: object | None, save: bool = True) -> None:
         funcs = getattr(result, "functions", None) if result is not None else None
         names = [str(getattr(fn, "name", fn)) for fn in funcs] if funcs else list(b.functions)
         self.state.record(pid, started, procs.exe_link(pid), build_id,
                           AppliedPatch(b.id, b.name, b.path, names, time.time()))
-        self.state.save()
-        if self.calls is not None and funcs:
-            self.calls.watch(pid, b.id, funcs)
+        if save:
+            self.state.save()
+            if self.calls is not None and funcs:
+                self.calls.watch(pid, b.id, funcs)
         self._update_gauges()
 
     def _update_gauges(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -143,3 +144,23 @@ def test_exited_process_leaves_the_gauges(live: tuple) -> None:
              10, "the gauge to drop to one process")
     wait_for(lambda: prom.value("sum(opus_bpf_patched_processes)") == 1, 10,
              "Prometheus to see one patched process")
+
+
+def test_manual_revert_is_respected(live: tuple) -> None:
+    """An operator's `opus-bpf revert` wins: the agent forgets the patch and does not re-apply."""
+    prom, agent, _exe, tickers = live
+    first = tickers[0]
+    wait_for(lambda: first.pid in [p["pid"] for p in agent.status()["processes"]], 15,
+             "the first ticker patched")
+    bundle = next(agent.patch_dir.glob("*.opus"))
+    r = subprocess.run([sys.executable, "-m", "opus_bpf.cli", "revert", str(bundle), "--pid",
+                        str(first.pid)], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={**os.environ, "OPUS_BPF_STATE_DIR": str(agent.state_dir)})
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: first.last_price() == 10, 5, "the old code back after the revert")
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGHUP)  # rescan now
+    wait_for(lambda: first.pid not in [p["pid"] for p in agent.status()["processes"]], 10,
+             "the agent to forget the reverted patch")
+    time.sleep(2)
+    assert first.last_price() == 10, "the agent re-applied a patch the operator reverted"
