@@ -15,6 +15,7 @@ from pathlib import Path
 from pycparser import c_parser
 
 from ..cfront.errors import CFrontError
+from ..errors import OpusError
 from .analyze import analyze_patch
 from .report import Finding, Report, Verdict
 from .tuindex import Unit
@@ -23,8 +24,11 @@ _SHIM = Path(__file__).resolve().parent.parent / "cfront" / "gnu_shim.h"
 _KEEP_FLAGS = ("-I", "-D", "-U", "-include", "-isystem", "-iquote", "-std")
 
 
-class PatchError(RuntimeError):
-    """The diff does not apply to the tree."""
+class PatchError(OpusError):
+    """The diff does not apply to the tree, or the tree/diff/database cannot be read.
+
+    An OpusError: the CLI prints the one-line message and exits 1 (0/3/4 stay verdicts).
+    """
 
 
 def analyze_tree(
@@ -39,8 +43,15 @@ def analyze_tree(
     The original tree is only read.
     """
     src = Path(src_dir).resolve()
+    if not src.is_dir():
+        raise PatchError(f"source tree {src_dir} is not a directory")
+    if not Path(patch_file).is_file():
+        raise PatchError(f"patch {patch_file} does not exist")
     flags = shlex.split(cflags) if isinstance(cflags, str) else list(cflags or [])
-    db = _load_compile_commands(Path(compile_commands), src) if compile_commands else {}
+    try:
+        db = _load_compile_commands(Path(compile_commands), src) if compile_commands else {}
+    except (OSError, ValueError, KeyError) as exc:
+        raise PatchError(f"cannot read compilation database {compile_commands}: {exc}") from exc
     with tempfile.TemporaryDirectory(prefix="opus-analyze-") as tmp:
         new_root = Path(tmp) / "new"
         shutil.copytree(src, new_root, symlinks=True,

@@ -13,6 +13,7 @@ import pytest
 
 from opus_bpf.analysis import Verdict, analyze_patch, analyze_sources, analyze_tree
 from opus_bpf.analysis.tree import PatchError, parse_unit
+from opus_bpf.errors import OpusError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gen_large import large_tu, patched  # noqa: E402
@@ -182,8 +183,13 @@ def test_patch_that_does_not_apply(tmp_path: Path) -> None:
     diff = tmp_path / "bad.diff"
     diff.write_text("--- a/src/server.c\n+++ b/src/server.c\n@@ -1,1 +1,1 @@\n-nothing here\n"
                     "+still nothing\n")
-    with pytest.raises(PatchError):
+    with pytest.raises(PatchError) as exc:
         analyze_tree(src, diff, cflags=FLAGS)
+    assert isinstance(exc.value, OpusError) and "does not apply" in exc.value.message
+    with pytest.raises(PatchError):
+        analyze_tree(tmp_path / "nope", diff, cflags=FLAGS)
+    with pytest.raises(PatchError):
+        analyze_tree(src, tmp_path / "missing.diff", cflags=FLAGS)
 
 
 def test_analyze_patch_on_bare_asts() -> None:
