@@ -7,6 +7,8 @@ reports, in µs:
   pause      first PTRACE_INTERRUPT -> last PTRACE_CONT (all threads, main included, stopped)
   stop       first interrupt -> last stop seen
   serial     one thread at a time: interrupt -> resume of that thread (a per-thread design's floor)
+each with the tracer at the normal policy (as opus-bpf runs) and as SCHED_FIFO (a tracer that
+raises its priority for the pause: resumed threads cannot preempt it between two PTRACE_CONTs).
 Prints a table, then the JSON (also saved under bench/results/). Needs root (ptrace).
 
   .venv/bin/python bench/bench_floor.py                       # 1, 16, 64 threads, spin + paced
@@ -29,29 +31,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, Target, build, floor, fmt_us, machine  # noqa: E402
 
 
-def run_shape(bins: dict[str, Path], mode: str, threads: int, rounds: int, runs: int,
-              gap_us: int, settle: float, serial_rounds: int) -> dict:
-    """Measure one shape: `runs` floor runs against one target; per run and pooled figures."""
-    per_run = []
+def run_shape(bins: dict[str, Path], mode: str, threads: int, args: argparse.Namespace
+              ) -> list[dict]:
+    """Measure one shape: `runs` floor runs per policy against one target, interleaved."""
+    policies = args.policies.split(",")
+    per_run: dict[str, list[dict]] = {p: [] for p in policies}
     with Target(bins["target"], mode, threads) as t:
-        time.sleep(settle)
-        for _ in range(runs):
-            per_run.append(floor(bins["floor"], t.pid, rounds, gap_us, samples=True,
-                                 serial_rounds=serial_rounds))
+        time.sleep(args.settle)
+        for _ in range(args.runs):
+            for policy in policies:
+                per_run[policy].append(floor(bins["floor"], t.pid, args.rounds, args.gap_us,
+                                             samples=True, serial_rounds=args.serial_rounds,
+                                             fifo=policy == "fifo"))
         calls = t.calls()
-    pooled = sorted(s for r in per_run for s in r["all"]["pause_samples"])
-    for r in per_run:
-        del r["all"]["pause_samples"]
-    return {
-        "mode": mode,
-        "threads": threads,
-        "tasks": per_run[0]["threads"],
-        "rounds": rounds,
-        "runs": per_run,
-        "pooled_pause": {"median": statistics.median(pooled), "p99": nearest_rank(pooled, 0.99),
-                         "max": pooled[-1], "n": len(pooled)},
-        "work_calls": calls,
-    }
+    out = []
+    for policy, runs in per_run.items():
+        pooled = sorted(s for r in runs for s in r["all"].pop("pause_samples"))
+        out.append({
+            "mode": mode,
+            "threads": threads,
+            "tasks": runs[0]["threads"],
+            "policy": policy,
+            "rounds": args.rounds,
+            "runs": runs,
+            "pooled_pause": {"median": statistics.median(pooled),
+                             "p99": nearest_rank(pooled, 0.99), "max": pooled[-1],
+                             "n": len(pooled)},
+            "work_calls": calls,
+        })
+    return out
 
 
 def nearest_rank(sorted_values: list[float], q: float) -> float:
@@ -68,8 +76,8 @@ def span(values: list[float]) -> str:
 
 def table(shapes: list[dict]) -> str:
     """A Markdown table: one row per shape, ranges across runs."""
-    rows = ["| shape | tasks | pause median | pause p99 | stop median | serial held median "
-            "| serial held p99 |", "|---|---|---|---|---|---|---|"]
+    rows = ["| shape | tasks | tracer | pause median | pause p99 | stop median "
+            "| serial held median | serial held p99 |", "|---|---|---|---|---|---|---|---|"]
     for s in shapes:
         runs = s["runs"]
 
@@ -78,7 +86,8 @@ def table(shapes: list[dict]) -> str:
                 return span([r["serial"]["held_per_thread"][stat] for r in runs])
             return span([r["all"][kind][stat] for r in runs])
 
-        rows.append(f"| {s['threads']} {s['mode']} | {s['tasks']} | {col('pause', 'median')} | "
+        rows.append(f"| {s['threads']} {s['mode']} | {s['tasks']} | {s['policy']} | "
+                    f"{col('pause', 'median')} | "
                     f"{col('pause', 'p99')} | {col('stop', 'median')} | "
                     f"{col('serial', 'median')} | {col('serial', 'p99')} |")
     return "\n".join(rows)
@@ -91,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="spin,paced", help="target modes (default spin,paced)")
     ap.add_argument("--rounds", type=int, default=100, help="stops per run (default 100)")
     ap.add_argument("--runs", type=int, default=2, help="floor runs per shape (default 2)")
+    ap.add_argument("--policies", default="normal,fifo",
+                    help="tracer scheduling: normal (like opus-bpf), fifo (SCHED_FIFO tracer)")
     ap.add_argument("--serial-rounds", type=int, default=10,
                     help="one-thread-at-a-time rounds per run (default 10)")
     ap.add_argument("--gap-us", type=int, default=10000, help="gap between stops (default 10 ms)")
@@ -106,10 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes.split(","):
         for threads in (int(x) for x in args.threads.split(",")):
             print(f"measuring {threads} {mode} ...", file=sys.stderr, flush=True)
-            shapes.append(run_shape(bins, mode, threads, args.rounds, args.runs, args.gap_us,
-                                    args.settle, args.serial_rounds))
+            shapes.extend(run_shape(bins, mode, threads, args))
     result = {"bench": "floor", "machine": machine(), "rounds": args.rounds, "runs": args.runs,
-              "serial_rounds": args.serial_rounds,
+              "serial_rounds": args.serial_rounds, "policies": args.policies.split(","),
               "gap_us": args.gap_us, "unit": "us", "shapes": shapes}
     out = args.output or RESULTS / f"floor-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

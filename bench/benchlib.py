@@ -127,10 +127,17 @@ class Target:
 
 
 def floor(binary: Path, pid: int, rounds: int = 100, gap_us: int = 10000, mode: str = "both",
-          samples: bool = False, serial_rounds: int | None = None, timeout: float = 1800) -> dict:
-    """Run bench/floor against pid; return its JSON (durations in µs)."""
+          samples: bool = False, serial_rounds: int | None = None, fifo: bool = False,
+          timeout: float = 1800) -> dict:
+    """Run bench/floor against pid; return its JSON (durations in µs).
+
+    fifo runs the tracer as SCHED_FIFO (what a tracer that raises its priority for the pause
+    could reach); the default is the normal policy, like opus-bpf itself.
+    """
     cmd = [str(binary), str(pid), "-r", str(rounds), "-g", str(gap_us), "-m", mode,
            "-R", str(serial_rounds or rounds)]
+    if fifo:
+        cmd.append("-f")
     if samples:
         cmd.append("-s")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -1,7 +1,7 @@
 /*
  * The floor of stopping every thread of a process with ptrace, on this machine, right now.
  *
- *   floor <pid> [-r rounds] [-R serial_rounds] [-g gap_us] [-m all|serial|both] [-s]
+ *   floor <pid> [-r rounds] [-R serial_rounds] [-g gap_us] [-m all|serial|both] [-f] [-s]
  *
  * Seizes every thread of <pid> (PTRACE_SEIZE, no options that outlive us: if this program dies
  * the threads are detached and run on), then:
@@ -10,12 +10,14 @@
  *           interrupt -> last stop seen; held = for each thread, its stop seen -> its resume.
  *   serial: R rounds (-R, default R) of, for one thread at a time: interrupt, wait, GETREGS, CONT. held = that
  *           thread's interrupt -> resume (the floor of a design holding one thread at a time).
- * Rounds are gap_us apart (default 10000) so the target runs between them. Prints one JSON
+ * Rounds are gap_us apart (default 10000) so the target runs between them. -f runs floor itself
+ * as SCHED_FIFO (priority 10): resumed threads then cannot preempt it between two PTRACE_CONTs. Prints one JSON
  * object, every duration in microseconds (CLOCK_MONOTONIC); -s adds every pause sample.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,19 +156,20 @@ static void print_stats(const char *name, double *v, int n)
 
 int main(int argc, char **argv)
 {
-	int rounds = 100, srounds = -1, opt, do_all = 1, do_serial = 1, samples = 0;
+	int rounds = 100, srounds = -1, opt, do_all = 1, do_serial = 1, samples = 0, fifo = 0;
 	long gap = 10000;
 	pid_t pid;
 	struct user_regs_struct regs;
 	double *pause, *stop, *held, *sheld, *ordered, *stopped_at;
 	int nheld = 0, nsheld = 0;
 
-	while ((opt = getopt(argc, argv, "r:R:g:m:s")) != -1) {
+	while ((opt = getopt(argc, argv, "r:R:g:m:fs")) != -1) {
 		switch (opt) {
 		case 'r': rounds = atoi(optarg); break;
 		case 'R': srounds = atoi(optarg); break;
 		case 'g': gap = atol(optarg); break;
 		case 's': samples = 1; break;
+		case 'f': fifo = 1; break;
 		case 'm':
 			do_all = strcmp(optarg, "serial") != 0;
 			do_serial = strcmp(optarg, "all") != 0;
@@ -182,6 +185,12 @@ int main(int argc, char **argv)
 		goto usage;
 	pid = (pid_t)atoi(argv[optind]);
 
+	if (fifo) {
+		struct sched_param sp = { .sched_priority = 10 };
+
+		if (sched_setscheduler(0, SCHED_FIFO, &sp) < 0)
+			die("sched_setscheduler(SCHED_FIFO)", getpid());
+	}
 	seize_all(pid);
 	pause = calloc((size_t)rounds, sizeof(double));
 	stop = calloc((size_t)rounds, sizeof(double));
@@ -245,8 +254,8 @@ int main(int argc, char **argv)
 			die("PTRACE_DETACH", tids[i]);
 	}
 
-	printf("{\"pid\": %d, \"threads\": %d, \"rounds\": %d, \"gap_us\": %ld, \"unit\": \"us\"",
-	       (int)pid, ntids, rounds, gap);
+	printf("{\"pid\": %d, \"threads\": %d, \"rounds\": %d, \"gap_us\": %ld, \"policy\": \"%s\", "
+	       "\"unit\": \"us\"", (int)pid, ntids, rounds, gap, fifo ? "fifo" : "normal");
 	if (do_all) {
 		printf(", \"all\": {");
 		print_stats("pause", pause, rounds);
@@ -271,6 +280,6 @@ int main(int argc, char **argv)
 	return 0;
 usage:
 	fprintf(stderr, "usage: %s <pid> [-r rounds] [-R serial_rounds] [-g gap_us] "
-		"[-m all|serial|both] [-s]\n", argv[0]);
+		"[-m all|serial|both] [-f] [-s]\n", argv[0]);
 	return 2;
 }
