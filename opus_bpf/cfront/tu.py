@@ -130,6 +130,9 @@ def _collect_local_statics(body: c_ast.Node) -> list[LocalStatic]:
 _ASM = re.compile(r"\b(?:__asm__|__asm|asm)\b(?:\s|volatile|goto|inline)*\(")
 
 
+_LABEL_ADDR = re.compile(r"((?:[(,={?:]|\breturn)(?:[ \t\r\n]|(?<=\n)#[^\n]*)*)&&[ \t]*"
+                         r"([A-Za-z_]\w*)")
+_COMPUTED_GOTO = re.compile(r"\bgoto\s*\*([^;]*);")
 _CASE_RANGE = re.compile(r"\bcase\b([^:;?\n]*?)\.\.\.([^:;?\n]*):(?!:)")
 
 
@@ -168,6 +171,10 @@ def parse_text(text: str, path: str, cwd: str | os.PathLike[str] | None = None
     """Parse already-preprocessed *text* whose main file is *path*."""
     if "asm" in text:
         text = _strip_asm(text)
+    if "goto" in text and "&&" in text:
+        # GNU labels as values: "&&label" and "goto *expr;" (interpreter dispatch tables)
+        text = _LABEL_ADDR.sub(r"\1__opus_label_addr(\2)", text)
+        text = _COMPUTED_GOTO.sub(r"__opus_computed_goto(\1);", text)
     if "..." in text:
         # GNU case ranges: "case 'a' ... 'z':" parses as "case 'a': case 'z':", so both bounds
         # stay in the AST and a changed bound is a changed function

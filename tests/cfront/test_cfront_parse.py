@@ -262,3 +262,17 @@ def test_asm_change_is_a_change(tmp_path: Path) -> None:
     assert cs.modified == ["f"]
     cs = changed_functions(*_tus(tmp_path, src, "\n" + src))
     assert not cs
+
+
+def test_labels_as_values(tmp_path: Path) -> None:
+    src = textwrap.dedent("""
+        int run(int op) {
+            static void *const table[] = { &&L_ADD, &&L_SUB };
+            int acc = 0;
+            goto *table[op];
+        L_ADD: acc += 1; return acc && op;
+        L_SUB: acc -= 1; return acc;
+        }
+    """)
+    cs = changed_functions(*_tus(tmp_path, src, src.replace("acc -= 1", "acc -= 2")))
+    assert cs.modified == ["run"]
