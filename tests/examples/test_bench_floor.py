@@ -79,3 +79,26 @@ def test_floor_stops_every_thread_and_leaves_them_running(bins: dict[str, Path],
         time.sleep(0.05)
         assert t.calls() > before
     assert t.proc is not None and t.proc.returncode == 0
+
+
+@pytest.mark.root
+def test_work_fix_applies_live(tmp_path: Path, bins: dict[str, Path], opus_cli: list[str]) -> None:
+    """What bench_apply builds on: work_fix.diff as a bundle, live in a paced target."""
+    bundle = tmp_path / "work_fix.opus"
+    r = subprocess.run([*opus_cli, "build", "--src", str(BENCH), "--patch",
+                        str(BENCH / "work_fix.diff"), "--binary", str(bins["target"]),
+                        "--cflags", "-O2 -g", "-o", str(bundle)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with Target(bins["target"], "paced", 4) as t:
+        old = t.probe(1)
+        r = subprocess.run([*opus_cli, "apply", str(bundle), "--pid", str(t.pid), "--json"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert info["pause_seconds"] > 0 and info["attempts"] >= 1
+        assert t.probe(1) != old
+        before = t.calls()
+        time.sleep(0.05)
+        assert t.calls() > before
+    assert t.proc is not None and t.proc.returncode == 0
