@@ -58,6 +58,8 @@ class Summary:
     bug_before: bool = False
     fixed_after: bool = False
     valid_after: bool = False
+    served_before: int = 0
+    served_after: int = 0
     server_alive_after: bool = False
     before: dict[str, str] = field(default_factory=dict)
     after: dict[str, str] = field(default_factory=dict)
@@ -208,6 +210,14 @@ def exploit(port: int) -> Exploit:
     return Exploit(set_reply, key_reply)
 
 
+def requests_served(port: int) -> int:
+    """The server's requests_served counter, from STATS."""
+    reply = request(port, ["STATS"])[0]
+    if not reply.startswith("STATS served="):
+        raise DemoError(f"unexpected STATS reply {reply!r}")
+    return int(reply.split()[1].split("=")[1])
+
+
 def valid_requests_work(port: int) -> bool:
     """A normal session still works: SET of 64 bytes (the limit) and GET it back."""
     data = "v" * 64
@@ -310,8 +320,10 @@ def run(args: argparse.Namespace, work: Path, summary: Summary) -> None:
         summary.bug_before = before.leaked
         if not before.leaked:
             raise DemoError(f"the crafted request did not show the bug: {before}")
+        summary.served_before = requests_served(port)
         p.step(f"bug: 'SET {CRAFTED_LEN} A...' -> {before.set_reply!r}, then 'KEY' without "
-               f"AUTH -> {before.key_reply!r} (secret leaked)")
+               f"AUTH -> {before.key_reply!r} (secret leaked); "
+               f"requests served so far: {summary.served_before}")
 
         if args.offline:
             server, pid, port, loadgen = offline_fix(args, work, p, server, loadgen)
@@ -326,8 +338,15 @@ def run(args: argparse.Namespace, work: Path, summary: Summary) -> None:
             raise DemoError(f"the bug is still there after the fix: {after}")
         if not summary.valid_after:
             raise DemoError("valid requests fail after the fix")
+        summary.served_after = requests_served(port)
+        if not args.offline and summary.served_after <= summary.served_before:
+            raise DemoError(f"requests_served went from {summary.served_before} to "
+                            f"{summary.served_after}: the new code does not use the server's "
+                            "own counter")
         p.step(f"fixed: 'SET {CRAFTED_LEN} A...' -> {after.set_reply!r}, 'KEY' -> "
-               f"{after.key_reply!r}; a 64-byte SET/GET still works")
+               f"{after.key_reply!r}; a 64-byte SET/GET still works; requests served: "
+               f"{summary.served_after}" +
+               ("" if args.offline else " (the server's own counter, still counting)"))
 
         load = stop_loadgen(loadgen, args.timeout_ms)
         loadgen = None

@@ -67,6 +67,7 @@ def test_demo_live(tmp_path: Path, opus_cli: list[str]) -> None:
     assert summary["fixed_after"], out
     assert summary["valid_after"], out
     assert summary["server_alive_after"], out
+    assert summary["served_after"] > summary["served_before"], out
     assert summary["load"].get("failed") == 0, out
     assert summary["load"].get("ok", 0) > 0, out
     for key in ("pid", "functions", "wait_seconds", "pause_seconds", "attempts"):
