@@ -235,7 +235,8 @@ class _Generator:
         return slot
 
     def _local_slots(self, fd: FunctionDef) -> list[tuple[LocalStatic, Slot | None]]:
-        """Each local static of a changed/copied function: its slot, or None to keep it."""
+        """Each local static of a changed/copied function: its slot, or None to keep it in
+        the patch (new state the diff adds, or a constant the target folded away)."""
         old_fd = self.old.functions.get(fd.name)
         old_names = {ls.name for ls in old_fd.local_statics} if old_fd else set()
         counts: dict[str, int] = {}
@@ -243,19 +244,28 @@ class _Generator:
             counts[ls.name] = counts.get(ls.name, 0) + 1
         res: list[tuple[LocalStatic, Slot | None]] = []
         for ls in fd.local_statics:
-            cands = self.syms.local_statics(self.file, ls.name)
-            if not cands or (fd.name in self.changes.added):
-                if ls.name in old_names and not ls.is_const and fd.name not in self.changes.added:
-                    raise BuildError(f"local static {fd.name}.{ls.name} ({self.file}:{ls.line}) "
-                                     f"has no symbol in {self.binary} (optimized out?); the "
-                                     f"patch cannot reach its state")
-                res.append((ls, None))  # new state of the patch, or an immutable table copy
+            if fd.name in self.changes.added or ls.name not in old_names:
+                res.append((ls, None))  # the patch's own new state
                 continue
             if counts[ls.name] > 1:
                 raise BuildError(f"{fd.name} declares two local statics named {ls.name}; "
                                  f"rename one so each maps to one target object")
-            target_symbol = cands[0].name if len(cands) == 1 else self._which_local(
-                fd.name, ls.name, cands)
+            cands = self.syms.local_statics(self.file, ls.name)
+            decls = sum(1 for f in self.old.functions.values() for x in f.local_statics
+                        if x.name == ls.name)
+            if len(cands) == 1 and decls == 1:
+                target_symbol = cands[0].name
+            elif cands:
+                target_symbol = self._which_local(fd.name, ls.name, cands, ls.is_const)
+            else:
+                target_symbol = ""
+            if not cands or (target_symbol == "" and ls.is_const):
+                if not ls.is_const:
+                    raise BuildError(f"local static {fd.name}.{ls.name} ({self.file}:{ls.line})"
+                                     f" has no symbol in {self.binary} (optimized out?); the "
+                                     f"patch cannot reach its state")
+                res.append((ls, None))  # a constant: the patch's copy is just as good
+                continue
             sname = _uniq(f"{SLOT_PREFIX}{fd.name}__{ls.name}", self.taken)
             slot = Slot(sname, ls.name, ls.name, "object", "local-static", fd.name,
                         target_symbol, _local_slot_decl(ls, sname))
@@ -263,15 +273,19 @@ class _Generator:
             res.append((ls, slot))
         return res
 
-    def _which_local(self, function: str, name: str, cands: list) -> str:
-        """Several ``name.N`` in the file: ask DWARF which one *function* declares."""
+    def _which_local(self, function: str, name: str, cands: list, is_const: bool) -> str:
+        """Several ``name.N`` or several declarations in the file: ask DWARF which symbol
+        *function*'s static is. "" when it cannot say (a warning unless it is a constant,
+        which the patch then simply copies)."""
         addr = dwarf_local_static_address(self.syms.source, self.file, function, name)
         hit = [c.name for c in cands if addr is not None and c.value == addr]
         if hit:
             return hit[0]
-        self.out.warnings.append(
-            f"{self.file} has {len(cands)} local statics named {name} and no usable debug info "
-            f"says which one {function} declares; the runtime must decide (build with -g)")
+        if not is_const:
+            self.out.warnings.append(
+                f"{self.file} has {len(cands)} local static(s) named {name} and no usable "
+                f"debug info says which one {function} declares; the runtime must decide "
+                f"(build the program with -g)")
         return ""
 
     # ---- text -----------------------------------------------------------------------------

@@ -344,3 +344,14 @@ def test_stripped_target_with_separate_debug_file(counter_bins, tmp_path: Path,
                    cwd=tmp_path)
     res = build_bundle(COUNTER, FIX, binary, tmp_path / "y.opus", cflags=CFLAGS)
     assert res.bindings_count == 5
+
+
+def test_new_local_static_is_patch_state(counter_bins, make_diff, tmp_path: Path) -> None:
+    # report() gains a static named like handle()'s calls.0: it is new state, not a binding
+    diff = make_diff([("    depth++;\n", "    static int calls;\n    calls++;\n")])
+    res = build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "n.opus", cflags=CFLAGS)
+    assert res.functions_replaced == ["report"]
+    assert not [b for b in res.manifest.bindings if b.binding == "local-static"]
+    assert {b.symbol for b in res.manifest.bindings} == {"counter", "scount", "last", "st"}
+    assert sorted((a.name, a.reason) for a in res.manifest.added_functions) == [
+        ("clamp", "copied"), ("twice", "copied")]
