@@ -7,9 +7,12 @@ the stack check of stopped threads always decides.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,22 @@ class ProbeSite:
     name: str
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[list[str]]:
+    """libbcc prints to fd 2 itself; keep that off the user's one-line errors, but keep the text."""
+    captured: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.extend(tmp.read().decode(errors="replace").splitlines())
+
+
 class ActivationProbes:
     """Attach on construction; `live()` is the number of activations the probes know of."""
 
@@ -48,7 +67,8 @@ class ActivationProbes:
         self.bpf = None
         t0 = time.monotonic()
         try:
-            self.bpf = BPF(src_file=str(bpf_source("activations.c")))
+            with _quiet_stderr():
+                self.bpf = BPF(src_file=str(bpf_source("activations.c")))
         except Exception as exc:
             if os.geteuid() != 0:
                 raise PermissionProblem(
@@ -59,9 +79,10 @@ class ActivationProbes:
         t0 = time.monotonic()
         self.attached = False
         try:
-            for s in sites:
-                self.bpf.attach_uretprobe(name=s.path, addr=s.vaddr, fn_name="on_return", pid=pid)
-                self.bpf.attach_uprobe(name=s.path, addr=s.vaddr, fn_name="on_entry", pid=pid)
+            with _quiet_stderr():
+                for s in sites:
+                    self.bpf.attach_uretprobe(name=s.path, addr=s.vaddr, fn_name="on_return", pid=pid)
+                    self.bpf.attach_uprobe(name=s.path, addr=s.vaddr, fn_name="on_entry", pid=pid)
             self.attached = True
         except BaseException as exc:
             self.detach()

@@ -13,6 +13,7 @@ busy function never freezes the target for more than one verification pause at a
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import time
@@ -58,27 +59,60 @@ class WaitStats:
     last_busy: Activation | None = None
 
 
+_STARTS: dict[int, list[int]] = {}
+
+
+def _starts(maps: list[Mapping]) -> list[int]:
+    key = id(maps)
+    got = _STARTS.get(key)
+    if got is None or len(got) != len(maps):
+        _STARTS.clear()
+        got = _STARTS[key] = [m.start for m in maps]
+    return got
+
+
+class RangeSet:
+    """The code ranges being watched, as sorted bounds: one `searchsorted` classifies a stack."""
+
+    def __init__(self, ranges: list[CodeRange]) -> None:
+        self.ranges = sorted(ranges, key=lambda r: r.start)
+        self.bounds = np.array([b for r in self.ranges for b in (r.start, r.end)], dtype=np.uint64)
+        self.entries = {r.start for r in ranges}
+
+    def label(self, addr: int) -> str | None:
+        for r in self.ranges:
+            if r.start <= addr < r.end:
+                return r.label
+        return None
+
+    def first_in(self, words: np.ndarray) -> int | None:
+        """First word inside a range that is not just a function's entry address."""
+        if not len(self.bounds) or not len(words):
+            return None
+        idx = np.searchsorted(self.bounds, words, side="right")
+        for w in words[(idx & 1) == 1].tolist():
+            if w not in self.entries:
+                return int(w)
+        return None
+
+
 def thread_activation(st: T.StoppedThread, mem: ProcessMemory, maps: list[Mapping],
-                      ranges: list[CodeRange], entries: np.ndarray) -> Activation | None:
-    """Is this stopped thread executing in, or returning into, one of `ranges`?"""
+                      rs: RangeSet) -> Activation | None:
+    """Is this stopped thread executing in, or returning into, one of the watched ranges?"""
     regs = st.regs if st.regs is not None else T.get_regs(st.tid)
-    pc = regs.rip
-    for r in ranges:
-        if r.start <= pc < r.end:
-            return Activation(st.tid, r.label, "pc", pc)
+    label = rs.label(regs.rip)
+    if label is not None:
+        return Activation(st.tid, label, "pc", regs.rip)
     sp = regs.rsp
-    stack = next((m for m in maps if m.start <= sp < m.end), None)
+    i = bisect.bisect_right(_starts(maps), sp) - 1
+    stack = maps[i] if i >= 0 and maps[i].start <= sp < maps[i].end else None
     if stack is None:
         return Activation(st.tid, "an unmapped stack pointer", "stack", sp)
     length = min(stack.end - sp, MAX_STACK_SCAN) & ~7
-    data = mem.read(sp, length)
-    words = np.frombuffer(data[: len(data) & ~7], dtype="<u8")
-    for r in ranges:
-        hit = np.flatnonzero(
-            (words >= np.uint64(r.start)) & (words < np.uint64(r.end)) & ~np.isin(words, entries)
-        )
-        if hit.size:
-            return Activation(st.tid, r.label, "stack", int(words[hit[0]]))
+    words = np.frombuffer(mem.read(sp, length), dtype="<u8")
+    hit = rs.first_in(words)
+    if hit is not None:
+        return Activation(st.tid, rs.label(hit) or "?", "stack", hit)
     return None
 
 
@@ -94,10 +128,9 @@ def find_activation(
     world: T.World, mem: ProcessMemory, maps: list[Mapping], ranges: list[CodeRange]
 ) -> Activation | None:
     """First thread found executing in, or returning into, one of `ranges`; None if none."""
-    entries = np.array([r.start for r in ranges], dtype=np.uint64)
-    all_ranges = _with_uprobes(maps, ranges)
+    rs = RangeSet(_with_uprobes(maps, ranges))
     for st in world.threads.values():
-        hit = thread_activation(st, mem, maps, all_ranges, entries)
+        hit = thread_activation(st, mem, maps, rs)
         if hit is not None:
             return hit
     return None
@@ -118,11 +151,10 @@ def settle(
     ones for a fraction of a millisecond makes each of them leave on its own: a short function
     is left within microseconds. Bounded: after `rounds` the caller resumes everything.
     """
-    entries = np.array([r.start for r in ranges], dtype=np.uint64)
-    all_ranges = _with_uprobes(maps, ranges)
+    rs = RangeSet(_with_uprobes(maps, ranges))
     busy = {}
     for st in world.threads.values():
-        hit = thread_activation(st, mem, maps, all_ranges, entries)
+        hit = thread_activation(st, mem, maps, rs)
         if hit is not None:
             busy[st.tid] = hit
     for _ in range(rounds):
@@ -146,7 +178,7 @@ def settle(
                 world.threads.pop(tid, None)
                 continue
             st.regs = T.get_regs(tid)
-            hit = thread_activation(st, mem, maps, all_ranges, entries)
+            hit = thread_activation(st, mem, maps, rs)
             if hit is not None:
                 still[tid] = hit
         busy = still
