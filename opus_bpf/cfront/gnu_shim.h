@@ -31,11 +31,10 @@
 #define __builtin_va_list void *
 #define __builtin_offsetof(type, member) offsetof(type, member)
 #define __builtin_types_compatible_p(a, b) 0
-/* typeof is C23 (pycparser's c23 dialect would also make bool/true keywords): map it to int.
- * The parse only needs a well-formed type here, not the right one. */
-#define __typeof__(x) int
-#define __typeof(x) int
-#define typeof(x) int
+/* GNU typeof is C23 typeof: cfront parses a TU that uses it with pycparser's c23 dialect
+ * (falling back to "int" when that dialect rejects the TU, e.g. for a typedef named bool). */
+#define __typeof__ typeof
+#define __typeof typeof
 #define _Float16 float
 #define _Float32 float
 #define _Float64 double

@@ -166,6 +166,32 @@ def _strip_asm(text: str) -> str:
     return "".join(out)
 
 
+_TYPEOF = re.compile(r"\btypeof\b")
+
+
+def _parse_with_typeof(text: str, path: str) -> c_ast.FileAST:
+    """typeof needs pycparser's c23 dialect, which also reserves bool/true/false/...: if the
+    TU uses those as identifiers, parse it as before C23 with each typeof(...) read as int
+    (enough for indexing; a change inside the typeof then only shows when it changes more)."""
+    try:
+        return c_parser.CParser(dialect="c23").parse(text, path)
+    except c_parser.ParseError:
+        out: list[str] = []
+        pos = 0
+        for m in re.finditer(r"\btypeof\s*\(", text):
+            if m.start() < pos:
+                continue
+            i, depth = m.end(), 1
+            while i < len(text) and depth:
+                depth += text[i] == "("
+                depth -= text[i] == ")"
+                i += 1
+            out.append(text[pos:m.start()] + "int" + "\n" * text.count("\n", m.start(), i))
+            pos = i
+        out.append(text[pos:])
+        return c_parser.CParser().parse("".join(out), path)
+
+
 def parse_text(text: str, path: str, cwd: str | os.PathLike[str] | None = None
                ) -> TranslationUnit:
     """Parse already-preprocessed *text* whose main file is *path*."""
@@ -181,7 +207,10 @@ def parse_text(text: str, path: str, cwd: str | os.PathLike[str] | None = None
         text = _CASE_RANGE.sub(r"case \1: case \2:", text)
     parser = c_parser.CParser()
     try:
-        ast = parser.parse(text, str(path))
+        if _TYPEOF.search(text):
+            ast = _parse_with_typeof(text, str(path))
+        else:
+            ast = parser.parse(text, str(path))
     except c_parser.ParseError as e:
         msg = str(e)
         if not re.search(r":\d+", msg):

@@ -65,9 +65,14 @@ def _uniq(base: str, taken: set[str]) -> str:
     return name
 
 
-def _local_slot_decl(ls: LocalStatic, slot: str) -> str:
-    """``static T (*slot)`` for a block-scope static, typed from its declaration."""
+def _local_slot_decl(ls: LocalStatic, slot: str, local_names: set[str]) -> str:
+    """``static T (*slot)`` for a block-scope static, typed from its declaration (which is
+    written at file scope, so the type must not use names local to the function)."""
     t = copy.deepcopy(ls.node.type)
+    for n in _type_nodes(t):
+        if isinstance(n, c_ast.IdentifierType) and set(n.names) & local_names:
+            raise BuildError(f"local static {ls.name} (line {ls.line}) has a type named by a "
+                             f"typedef local to the function; move the typedef to file scope")
     if isinstance(t, c_ast.ArrayDecl) and t.dim is None and ls.node.init is not None:
         init = ls.node.init
         if isinstance(init, c_ast.InitList) and not any(
@@ -268,7 +273,7 @@ class _Generator:
                 continue
             sname = _uniq(f"{SLOT_PREFIX}{fd.name}__{ls.name}", self.taken)
             slot = Slot(sname, ls.name, ls.name, "object", "local-static", fd.name,
-                        target_symbol, _local_slot_decl(ls, sname))
+                        target_symbol, _local_slot_decl(ls, sname, fd.names.bound))
             self.out.slots.append(slot)
             res.append((ls, slot))
         return res
@@ -455,6 +460,10 @@ class _Generator:
                 raise BuildError(f"in {sp.name}, the declaration on line {l0} mixes local "
                                  f"statics the patch binds to the target ({', '.join(mine)}) "
                                  f"and new ones ({', '.join(others)}); split it")
+            if ids & {"typeof", "__typeof__", "__typeof", "__auto_type"}:
+                raise BuildError(f"in {sp.name}, local static {sorted(mine)[0]} (line {l0}) is "
+                                 f"declared with typeof/__auto_type; spell its type out so the "
+                                 f"patch can declare a pointer to it")
             found |= mine
             edits.append((toks[s].start - base, toks[e].end - base))
         missing = set(want) - found

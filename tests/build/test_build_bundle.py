@@ -355,3 +355,16 @@ def test_new_local_static_is_patch_state(counter_bins, make_diff, tmp_path: Path
     assert {b.symbol for b in res.manifest.bindings} == {"counter", "scount", "last", "st"}
     assert sorted((a.name, a.reason) for a in res.manifest.added_functions) == [
         ("clamp", "copied"), ("twice", "copied")]
+
+
+def test_local_static_types(counter_bins, make_diff, tmp_path: Path) -> None:
+    typeof = make_diff([("    static int calls;\n    calls++;",
+                         "    static __typeof__(counter) calls;\n    calls++;")])
+    with pytest.raises(BuildError, match="typeof"):
+        build_bundle(COUNTER, typeof, counter_bins["nopie"], tmp_path / "t.opus", cflags=CFLAGS)
+    local_typedef = make_diff([("    static int calls;\n    calls++;",
+                                "    typedef int count_t;\n    static count_t calls;\n"
+                                "    calls++;")])
+    with pytest.raises(BuildError, match="typedef local to the function"):
+        build_bundle(COUNTER, local_typedef, counter_bins["nopie"], tmp_path / "t.opus",
+                     cflags=CFLAGS)

@@ -276,3 +276,20 @@ def test_labels_as_values(tmp_path: Path) -> None:
     """)
     cs = changed_functions(*_tus(tmp_path, src, src.replace("acc -= 1", "acc -= 2")))
     assert cs.modified == ["run"]
+
+
+def test_typeof(tmp_path: Path) -> None:
+    src = textwrap.dedent("""
+        int a; long b;
+        int f(void) { __typeof__(a) x = 1; typeof(a) y = 2; return x + y; }
+    """)
+    old, new = _tus(tmp_path, src, src.replace("__typeof__(a) x", "__typeof__(b) x"))
+    assert changed_functions(old, new).modified == ["f"]
+    assert "a" in old.functions["f"].names.free
+
+
+def test_typeof_with_pre_c23_identifiers(tmp_path: Path) -> None:
+    # "bool" as a typedef name is not valid C23: the fallback parse reads typeof(...) as int
+    src = "typedef int bool;\nint a;\nbool f(void) { __typeof__(a) x = 1; return x; }\n"
+    old, new = _tus(tmp_path, src, src.replace("return x;", "return x + 1;"))
+    assert changed_functions(old, new).modified == ["f"]
