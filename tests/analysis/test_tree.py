@@ -239,3 +239,27 @@ def test_sources_helper_reports_parse_errors() -> None:
     report = analyze_sources("int f(void) { return 0; }\n", "int f(void) { return 0 }\n")
     assert report.verdict is Verdict.UNSUPPORTED
     assert report.global_findings[0].kind == "parse-error"
+
+
+def test_cli_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`opus-bpf analyze` as the CLI calls this package: text, --json, --sarif, exit codes."""
+    from opus_bpf import cli
+
+    fixed = SERVER_C.replace("    if (n < 1)\n        return -1;\n",
+                             "    if (n < 1 || n > 4096)\n        return -1;\n")
+    src, diff = _pair(tmp_path, fixed)
+    sarif = tmp_path / "fix.sarif"
+    rc = cli.main(["analyze", "--src", str(src), "--patch", str(diff),
+                   "--cflags", " ".join(FLAGS), "--sarif", str(sarif)])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith("verdict: SAFE")
+    assert json.loads(sarif.read_text())["version"] == "2.1.0"
+
+    fixed = SERVER_C.replace("    if (n < 1)\n        return -1;\n",
+                             "    if (n < 1)\n        return -1;\n    if (n > 4096)\n"
+                             "        return -2;\n")
+    src, diff = _pair(tmp_path / "b", fixed)
+    rc = cli.main(["analyze", "--src", str(src), "--patch", str(diff),
+                   "--cflags", " ".join(FLAGS), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 3 and data["verdict"] == "review"
