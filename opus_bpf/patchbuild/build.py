@@ -21,7 +21,14 @@ from ..bundle import (
     Target,
     write_bundle,
 )
-from ..cfront import CFrontError, ChangeSet, TranslationUnit, changed_functions, parse
+from ..cfront import (
+    CFrontError,
+    ChangeSet,
+    TranslationUnit,
+    changed_functions,
+    parse,
+    preprocess,
+)
 from .compdb import CompileCommand, find_command, load_compdb, parse_cflags
 from .diffapply import apply_patch, copy_tree
 from .elfinfo import (
@@ -207,6 +214,8 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
         taken: set[str] = set()
         for u in units:
             try:
+                if _same_preprocessed(u, src, tree, cc):
+                    continue  # e.g. a TU that does not include the changed header
                 u.old_tu = parse(u.old_cmd.file_arg, u.old_cmd.args, u.old_cmd.directory, cc=cc)
                 u.new_tu = parse(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory, cc=cc)
             except CFrontError as e:
@@ -409,3 +418,11 @@ def _quals(t) -> list[str]:
             return list(t.quals)
         t = getattr(t, "type", None)
     return list(t.quals) if t is not None else []
+
+
+def _same_preprocessed(u: _Unit, src: Path, tree: Path, cc: str) -> bool:
+    """Cheap pre-check (gcc -E is ~20x faster than parsing): identical preprocessed text,
+    with the copy's path mapped back, means no function of the TU can have changed."""
+    old = preprocess(u.old_cmd.file_arg, u.old_cmd.args, u.old_cmd.directory, cc=cc)
+    new = preprocess(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory, cc=cc)
+    return old == new.replace(str(tree), str(src))
