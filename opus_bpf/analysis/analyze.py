@@ -14,7 +14,7 @@ from typing import Any
 from pycparser import c_ast
 
 from . import libtable
-from .effects import Effect, FunctionEffects, covered, render, summarize
+from .effects import Effect, FunctionEffects, Loc, covered, render, summarize
 from .report import RULES, Finding, FunctionResult, Report, Verdict
 from .source import fingerprint, noreturn_declared
 from .tuindex import Scope, TUIndex, Unit, as_unit, walk
@@ -379,15 +379,34 @@ def _static_local_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,
 def _write_findings(name: str, old_effects: list[Effect], new_effects: list[Effect],
                     new: _Side) -> list[Finding]:
     old_locs = {e.loc for e in old_effects}
+    old_values: dict[Loc, set[str]] = {}
+    for e in old_effects:
+        old_values.setdefault(e.loc, set()).add(e.value)
     out: list[Finding] = []
-    seen = set()
+    seen: set[Loc] = set()
+    seen_changed: set[tuple[Loc, str]] = set()
     for e in sorted(new_effects, key=lambda e: (_coord(e.node)[1] or 0)):
-        if e.loc in seen or covered(e.loc, old_locs):
+        if e.loc in seen:
+            continue
+        target = render(e.loc)
+        f, ln = _coord(e.node)
+        if covered(e.loc, old_locs):
+            # same place as before: is the same thing stored there?
+            before = _values_covering(e.loc, old_values)
+            if e.loc[0] == "call" or "*" in before or e.value in before or (
+                    e.loc, e.value) in seen_changed:
+                continue
+            seen_changed.add((e.loc, e.value))
+            shown = ", ".join(sorted(v for v in before if v)[:3]) or "?"
+            how = f" via {e.detail}" if e.detail else ""
+            out.append(Finding(
+                "changed-write", Verdict.REVIEW,
+                f"stores something new into {target}{how}: `{e.value}` where the old version "
+                f"stored `{shown}`; the location was written before, the value is new",
+                name, f, ln, new.code(e.node), via=e.via, target=target))
             continue
         seen.add(e.loc)
         kind = _WRITE_KIND[e.loc[0]]
-        target = render(e.loc)
-        f, ln = _coord(e.node)
         if kind == "unknown-call":
             msg = (f"new call: {e.detail or target}; "
                    "the old version never made it, so its effects were not part of the old "
@@ -410,6 +429,16 @@ def _write_findings(name: str, old_effects: list[Effect], new_effects: list[Effe
         out.append(Finding(kind, Verdict.REVIEW, msg, name, f, ln, new.code(e.node),
                            via=e.via, target=target))
     return out
+
+
+def _values_covering(loc: Loc, old_values: dict[Loc, set[str]]) -> set[str]:
+    """Values the old version stored at `loc`; an enclosing object's write stores "*"."""
+    got = set(old_values.get(loc, set()))
+    kind, name, path = loc
+    for i in range(len(path)):
+        if "[]" not in path[i:] and (kind, name, path[:i]) in old_values:
+            got.add("<whole object>")
+    return got
 
 
 def _return_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,

@@ -12,6 +12,7 @@ possible target when it is dereferenced (aliasing through local pointers).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -76,6 +77,7 @@ class Effect:
     via: str  # direct | alias:<local> | call:<helper> | library:<fn>
     node: c_ast.Node
     detail: str = ""  # for calls: what the callee does and where
+    value: str = ""  # what is stored: normalised expression, "+=1", "call:memcpy", "*" = any
 
 
 def covered(loc: Loc, old: set[Loc]) -> bool:
@@ -286,6 +288,27 @@ class FunctionEffects:
             return e.name
         return None
 
+    def _norm(self, e: c_ast.Node) -> str:
+        """Expression text with parameters by position (a rename is not a change)."""
+        text = c_text(e)
+        for i, p in enumerate(self.scope.param_order):
+            if p in text:
+                text = re.sub(rf"\b{re.escape(p)}\b", f"$arg{i}", text)
+        return text
+
+    def _stored_value(self, n: c_ast.Node) -> str:
+        """What a write stores; x++, x += 1 and x = x + 1 all read "+=1"."""
+        if isinstance(n, c_ast.UnaryOp):
+            return "+=1" if "+" in n.op else "-=1"
+        assert isinstance(n, c_ast.Assignment)
+        if n.op != "=":
+            return f"{n.op}{self._norm(n.rvalue)}"
+        r = n.rvalue
+        if (isinstance(r, c_ast.BinaryOp) and r.op in ("+", "-", "|", "&", "^", "*", "<<", ">>")
+                and self._norm(r.left) == self._norm(n.lvalue)):
+            return f"{r.op}={self._norm(r.right)}"
+        return f"={self._norm(r)}"
+
     def _writes(self) -> list[Effect]:
         out: list[Effect] = []
         for n in walk(self.scope.fd.body):
@@ -297,9 +320,10 @@ class FunctionEffects:
             if target is not None:
                 alias = self._base_local(target)
                 via = f"alias:{alias}" if alias else "direct"
+                value = self._stored_value(n)
                 for loc in sorted(self.lv(target)):
                     if loc[0] != "local":
-                        out.append(Effect(loc, via, n))
+                        out.append(Effect(loc, via, n, value=value))
             elif isinstance(n, c_ast.FuncCall):
                 out.extend(self._call_effects(n))
         return out
@@ -311,14 +335,14 @@ class FunctionEffects:
         if name is None or sc.kind(name) not in ("function", "unknown"):
             callee = c_text(call.name)
             return [Effect(("call", f"(*{callee})", ()), "call", call,
-                           f"indirect call through {callee}")]
+                           f"indirect call through {callee}", value="call")]
         if name in self.summaries:
             return self._apply_summary(name, call, args)
         out: list[Effect] = []
         if name in libtable.GLOBAL_STATE:
             what = libtable.GLOBAL_STATE[name]
             out.append(Effect(("global", f"<{what}>", ()), f"library:{name}", call,
-                              f"{name}() changes {what}"))
+                              f"{name}() changes {what}", value=f"call:{name}"))
         if name in libtable.WRITES_THROUGH:
             for spec in libtable.WRITES_THROUGH[name]:
                 idxs = (
@@ -331,12 +355,14 @@ class FunctionEffects:
                     for loc in sorted(self.val(args[i])):
                         if loc[0] != "local":
                             out.append(Effect(loc, f"library:{name}", call,
-                                              f"{name}() writes through argument {i + 1}"))
+                                              f"{name}() writes through argument {i + 1}",
+                                              value=f"call:{name}"))
             return out
         if out or name in libtable.NO_STATE:
             return out
         return [Effect(("call", name, ()), "call", call,
-                       f"{name}() is not defined in this file; its effects are unknown")]
+                       f"{name}() is not defined in this file; its effects are unknown",
+                       value="call")]
 
     def _apply_summary(self, name: str, call: c_ast.FuncCall, args: list) -> list[Effect]:
         out = []
@@ -355,13 +381,14 @@ class FunctionEffects:
                     i = len(args)
                 if i >= len(args):
                     out.append(Effect(("unknown", f"{name}() argument", eff.loc[2]),
-                                      f"call:{name}", call, why))
+                                      f"call:{name}", call, why, eff.value))
                     continue
                 for o in sorted(self.val(args[i])):
                     if o[0] != "local":
-                        out.append(Effect(_extend(o, eff.loc[2][1:]), f"call:{name}", call, why))
+                        out.append(Effect(_extend(o, eff.loc[2][1:]), f"call:{name}", call,
+                                          why, eff.value))
             else:
-                out.append(Effect(eff.loc, f"call:{name}", call, why))
+                out.append(Effect(eff.loc, f"call:{name}", call, why, eff.value))
         return out
 
 
@@ -392,7 +419,7 @@ def summarize(idx: TUIndex, roots: Iterable[str]) -> dict[str, list[Effect]]:
             changed = False
             for f in scc:
                 effs = _dedup(FunctionEffects(idx, idx.functions[f], summaries).effects)
-                if {e.loc for e in effs} != {e.loc for e in summaries[f]}:
+                if {(e.loc, e.value) for e in effs} != {(e.loc, e.value) for e in summaries[f]}:
                     changed = True
                 summaries[f] = effs
             if not changed or len(scc) == 1 and scc[0] not in graph[scc[0]]:
@@ -400,11 +427,23 @@ def summarize(idx: TUIndex, roots: Iterable[str]) -> dict[str, list[Effect]]:
     return summaries
 
 
+MAX_VALUES = 8
+
+
 def _dedup(effs: list[Effect]) -> list[Effect]:
-    seen: dict[Loc, Effect] = {}
+    """One effect per (location, stored value); a location stored with many different values
+    keeps one effect with value "*" (any), which keeps summaries small."""
+    by_loc: dict[Loc, dict[str, Effect]] = {}
     for e in effs:
-        seen.setdefault(e.loc, e)
-    return list(seen.values())
+        by_loc.setdefault(e.loc, {}).setdefault(e.value, e)
+    out: list[Effect] = []
+    for vals in by_loc.values():
+        if len(vals) > MAX_VALUES or "*" in vals:
+            first = next(iter(vals.values()))
+            out.append(Effect(first.loc, first.via, first.node, first.detail, "*"))
+        else:
+            out.extend(vals.values())
+    return out
 
 
 def _sccs(graph: dict[str, list[str]]) -> list[list[str]]:

@@ -47,6 +47,8 @@ RULES: dict[str, tuple[Verdict, str]] = {
     "write-heap": (Verdict.REVIEW, "New write to heap memory"),
     "write-pointer": (Verdict.REVIEW,
                       "New write through a pointer of unknown origin (call result, unset)"),
+    "changed-write": (Verdict.REVIEW,
+                      "Stores a new value into non-local state the old version also wrote"),
     "unknown-call": (Verdict.REVIEW,
                      "New call to a function whose effects cannot be seen"),
     "new-return-value": (Verdict.REVIEW,

@@ -497,7 +497,7 @@ int total(const int *v, int n)
 }
 """)
 
-case("old_wrote_whole_object_safe", "safe", "Old version overwrote *st entirely; setting one field is covered.",
+case("whole_object_then_field_changed_write", "review", "Old version overwrote *st entirely (zeros); storing -1 into st->b is a changed write, not a new location.",
 PRE + """
 struct stats { int a; int b; };
 void reset(struct stats *st)
@@ -511,7 +511,7 @@ void reset(struct stats *st)
 {
     struct stats zero = {0, 0};
     *st = zero;
-    st->b = -1;
+    st->b = -1; //! reset:changed-write
 }
 """)
 
@@ -1597,6 +1597,39 @@ int check_hdr(const char *h, size_t n)
         return -1;
     }
     return 0;
+}
+""")
+
+
+case("changed_write_value", "review", "Same location, new value: the length the caller sees changes.",
+PRE + """
+struct pkt { int len; char *data; };
+void set_len(struct pkt *p, int n)
+{
+    p->len = n;
+}
+""", PRE + """
+struct pkt { int len; char *data; };
+void set_len(struct pkt *p, int n)
+{
+    p->len = n - 1; //! set_len:changed-write
+}
+""")
+
+case("same_write_guarded_safe", "safe", "The same store, now under a new condition, with a parameter renamed.",
+PRE + """
+int limit;
+void set_limit(int v)
+{
+    limit = v;
+}
+""", PRE + """
+int limit;
+void set_limit(int value)
+{
+    if (value < 0)
+        return;
+    limit = value;
 }
 """)
 
