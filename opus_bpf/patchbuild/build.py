@@ -250,7 +250,10 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
             args = compile_flags(u.new_cmd.args)
             if not any(a.startswith("-g") for a in args):
                 args.append("-g")
-            _run([cc, *args, *PATCH_CFLAGS, "-c", u.new_cmd.file_arg, "-o", str(obj)],
+            # debug info and __FILE__ name the user's tree, not the deleted temporary copy
+            prefix_map = f"-ffile-prefix-map={tree}={src}"
+            _run([cc, *args, *PATCH_CFLAGS, prefix_map, "-c", u.new_cmd.file_arg, "-o",
+                  str(obj)],
                  u.new_cmd.directory, f"compiling the patch TU for {u.rel}")
             objects.append(str(obj))
         link_extra = [a for a in compile_flags(units[0].new_cmd.args)

@@ -82,6 +82,8 @@ def test_patch_object_is_loadable_shape(counter_bins: dict[str, Path], tmp_path:
             sec = elf.get_section_by_name(name)
             assert sec is None or sec.header.sh_size == 0
         assert elf.get_section_by_name(".debug_info") is not None  # -g kept, not stripped
+        cu = next(elf.get_dwarf_info().iter_CUs()).get_top_DIE()
+        assert cu.attributes["DW_AT_comp_dir"].value.decode() == str(COUNTER)  # not the tmp copy
         # the unchanged functions and the target's globals are not copied into the patch
         names = {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()}
         assert not {"report", "main", "counter", "scount"} & names
