@@ -89,8 +89,11 @@ class RangeSet:
         """First word inside a range that is not just a function's entry address."""
         if not len(self.bounds) or not len(words):
             return None
-        idx = np.searchsorted(self.bounds, words, side="right")
-        for w in words[(idx & 1) == 1].tolist():
+        near = words[(words >= self.bounds[0]) & (words < self.bounds[-1])]
+        if not len(near):
+            return None
+        idx = np.searchsorted(self.bounds, near, side="right")
+        for w in near[(idx & 1) == 1].tolist():
             if w not in self.entries:
                 return int(w)
         return None

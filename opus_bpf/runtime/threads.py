@@ -161,9 +161,14 @@ class _Watchdog:
         self.seconds = seconds
         self.armed = False
 
+    installed = False
+
     def __enter__(self) -> _Watchdog:
-        if threading.current_thread() is threading.main_thread() and self.seconds > 0:
-            self.old = signal.signal(signal.SIGALRM, self._fire)
+        if self.seconds > 0 and threading.current_thread() is threading.main_thread():
+            if not _Watchdog.installed:
+                # installed once: swapping handlers on every pause costs more than the pause
+                signal.signal(signal.SIGALRM, self._fire)
+                _Watchdog.installed = True
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
             self.armed = True
         return self
@@ -175,7 +180,6 @@ class _Watchdog:
     def __exit__(self, *exc: object) -> None:
         if self.armed:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.old)
 
 
 def stop_world(pid: int, read_regs: bool = True, stop_timeout: float = 2.0) -> World:
@@ -187,34 +191,39 @@ def stop_world(pid: int, read_regs: bool = True, stop_timeout: float = 2.0) -> W
     world.started = time.monotonic()
     try:
         with _Watchdog(stop_timeout):
-            pending: list[StoppedThread] = []
             while True:
-                new = [t for t in list_threads(pid) if t not in world.threads]
-                if not new and not pending:
-                    break
-                for tid in new:
+                # one listing per pass: threads cloned meanwhile by a thread we held were
+                # attached by TRACECLONE (seize says EPERM for those), others are seized now
+                pending: list[StoppedThread] = []
+                for tid in list_threads(pid):
+                    if tid in world.threads:
+                        continue
                     st = StoppedThread(tid)
-                    if seize(tid):
-                        try:
-                            ptrace(PTRACE_INTERRUPT, tid)
-                        except PtraceFailed as exc:
-                            if exc.errno != errno.ESRCH:
-                                raise
-                            continue
-                        world.threads[tid] = st
+                    try:
+                        fresh = seize(tid)
+                    except PermissionProblem:
+                        if not _is_traced_by_us(tid):
+                            raise
+                        world.threads[tid] = st  # auto-attached clone: its stop is coming
                         pending.append(st)
+                        continue
+                    if not fresh:
+                        continue
+                    try:
+                        ptrace(PTRACE_INTERRUPT, tid)
+                    except PtraceFailed as exc:
+                        if exc.errno != errno.ESRCH:
+                            raise
+                        continue
+                    world.threads[tid] = st
+                    pending.append(st)
+                if not pending:
+                    break
                 for st in pending:
                     if not wait_stop(st):
                         world.threads.pop(st.tid, None)
                     elif read_regs:
                         st.regs = get_regs(st.tid)
-                pending = []
-                # threads cloned by a thread we held were attached by TRACECLONE: wait for them
-                for tid in list_threads(pid):
-                    if tid not in world.threads and _is_traced_by_us(tid):
-                        st = StoppedThread(tid)
-                        world.threads[tid] = st
-                        pending.append(st)
             if not world.threads:
                 raise ProcessExited(f"process {pid} exited")
     except StopTimeout:
