@@ -95,7 +95,12 @@ def _index_symbols(elf: ELFFile, source: str) -> SymbolIndex | None:
             # references: not state the target's own source defines
             continue
         sym = Sym(s.name, st_type, bind, s["st_value"], s["st_size"])
-        if bind == "STB_LOCAL":
+        if bind == "STB_LOCAL" and (current_file == "" or
+                                    s["st_other"]["visibility"] == "STV_HIDDEN"):
+            # a global with hidden visibility (-fvisibility=hidden): the static linker turned
+            # it into a local symbol, listed after an empty STT_FILE; C code sees it as global
+            idx.globals.setdefault(s.name, sym)
+        elif bind == "STB_LOCAL":
             idx.locals_by_file[current_file][s.name].append(sym)
         else:
             idx.globals.setdefault(s.name, sym)

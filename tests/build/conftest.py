@@ -28,7 +28,10 @@ def counter_bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The counter program built non-PIE and PIE (-O2 -g), as a real build would."""
     d = tmp_path_factory.mktemp("bins")
     return {"nopie": gcc(COUNTER, d / "server_nopie", "-no-pie", "-fno-pie"),
-            "pie": gcc(COUNTER, d / "server_pie", "-fPIE", "-pie")}
+            "pie": gcc(COUNTER, d / "server_pie", "-fPIE", "-pie"),
+            # globals become local symbols after an empty STT_FILE in .symtab
+            "hidden": gcc(COUNTER, d / "server_hidden", "-fPIE", "-pie",
+                          "-fvisibility=hidden")}
 
 
 def unified_diff(src_dir: Path, rel: str, new_text: str) -> str:

@@ -61,7 +61,7 @@ def test_unpatched_baseline(counter_bins, preload: Path) -> None:
     assert p.stdout == "counter=10 scount=6 last=bb hits=2 twice=20\n"
 
 
-@pytest.mark.parametrize("kind", ["nopie", "pie"])
+@pytest.mark.parametrize("kind", ["nopie", "pie", "hidden"])
 def test_patched_code_updates_target_state(kind, counter_bins, preload, make_diff,
                                            tmp_path: Path) -> None:
     diff = make_diff([
