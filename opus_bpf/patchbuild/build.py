@@ -74,9 +74,12 @@ class BuildResult:
 
     def summary(self) -> str:
         """One line, then one ``warning:`` line per warning."""
+        new = [a.name for a in self.manifest.added_functions if a.reason == "new"]
+        copied = [a.name for a in self.manifest.added_functions if a.reason != "new"]
         line = (f"{self.output}: bundle {self.bundle_id}, replaces "
                 f"{', '.join(self.functions_replaced) or 'nothing'}"
-                + (f", adds {', '.join(self.functions_added)}" if self.functions_added else "")
+                + (f", adds {', '.join(new)}" if new else "")
+                + (f", copies inlined {', '.join(copied)}" if copied else "")
                 + f", {self.bindings_count} bindings, compiled in {self.compile_seconds:.2f}s")
         return "\n".join([line] + [f"warning: {w}" for w in self.warnings])
 

@@ -142,6 +142,7 @@ def test_added_and_copied_functions(counter_bins, make_diff, tmp_path: Path) -> 
     assert added == {("validate", "new", True), ("twice", "copied", True),
                      ("clamp", "copied", True)}
     assert "__opus_ref_validate" not in bindings(m)  # new functions are called directly
+    assert ", adds validate, copies inlined clamp, twice," in res.summary()
     syms = so_symbols(read_bundle(tmp_path / "a.opus").so_bytes, tmp_path)
     assert {"validate", "twice", "handle"} <= set(syms)
 
