@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pycparser import c_generator
+
 from ..bundle import (
     AddedFunction,
     Binding,
@@ -232,6 +234,12 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
         objects: list[str] = []
         for i, u in enumerate(units):
             assert u.new_tu is not None and u.old_tu is not None and u.changes is not None
+            gen = c_generator.CGenerator()
+            for name in sorted(u.new_tu.globals.keys() & u.old_tu.globals.keys()):
+                if gen.visit(u.new_tu.globals[name].node) != gen.visit(
+                        u.old_tu.globals[name].node):
+                    warnings.append(f"{u.rel}: the declaration of {name} changed; the running "
+                                    f"program's {name} keeps its current value and type")
             for name in u.changes.signature_changed:
                 warnings.append(f"{u.rel}: the type of {name} changed; callers in the target "
                                 f"still pass the old arguments and expect the old result")

@@ -271,6 +271,14 @@ class _Generator:
                                      f"patch cannot reach its state")
                 res.append((ls, None))  # a constant: the patch's copy is just as good
                 continue
+            assert old_fd is not None
+            before = next(x for x in old_fd.local_statics if x.name == ls.name)
+            gen = c_generator.CGenerator()
+            if gen.visit(before.node) != gen.visit(ls.node):
+                self.out.warnings.append(
+                    f"the declaration of {fd.name}'s static {ls.name} changed ({self.file}:"
+                    f"{ls.line}); the patch uses the running program's variable, which keeps "
+                    f"its current value and type")
             sname = _uniq(f"{SLOT_PREFIX}{fd.name}__{ls.name}", self.taken)
             slot = Slot(sname, ls.name, ls.name, "object", "local-static", fd.name,
                         target_symbol, _local_slot_decl(ls, sname, fd.names.bound))

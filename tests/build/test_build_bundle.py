@@ -371,3 +371,13 @@ def test_local_static_types(counter_bins, make_diff, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="typedef local to the function"):
         build_bundle(COUNTER, local_typedef, counter_bins["nopie"], tmp_path / "t.opus",
                      cflags=CFLAGS)
+
+
+def test_changed_initializers_warn(counter_bins, make_diff, tmp_path: Path) -> None:
+    diff = make_diff([("static int scount = 1;", "static int scount = 2;"),
+                      ("    static int calls;\n    calls++;", "    static int calls = 5;\n"
+                                                            "    calls += 2;")])
+    res = build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "w.opus", cflags=CFLAGS)
+    text = "\n".join(res.warnings)
+    assert "declaration of scount changed" in text
+    assert "declaration of handle's static calls changed" in text
