@@ -7,6 +7,7 @@ symbol lookup: the executable first, then each mapped shared object, honouring s
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 from dataclasses import dataclass
@@ -110,9 +111,60 @@ class GlobalScope:
             else:
                 pick = [c for c in cands if not c.hidden]
             if pick:
+                if pick[0].kind in ("STT_GNU_IFUNC", "STT_LOOS"):  # pyelftools names 10 STT_LOOS
+                    return bias + _ifunc_offset(path, name, version)
                 return bias + pick[0].value
         want = f"{name}@{version}" if version else name
         raise InjectionError(
             f"symbol {want} needed by the patch is not defined by any object in the process; "
             "rebuild the patch against the libraries the target uses"
         )
+
+
+def _ifunc_offset(path: str, name: str, version: str | None) -> int:
+    """Offset in `path` of the implementation an IFUNC resolver picks on this machine.
+
+    The symbol's value is its resolver, not the function (memcpy, strchr, strlen are IFUNCs in
+    glibc). Running the resolver inside the target would mean running its code; instead the
+    dynamic linker of *this* process resolves the same symbol of the same file (same build-id),
+    on the same CPU, and the offset from the library's base carries over.
+    """
+    want = load_elf(path, need_symtab=False).build_id
+    mine = None
+    with open("/proc/self/maps") as f:
+        rows = [ln.split() for ln in f]
+    groups: dict[str, list[Mapping]] = {}
+    for r in rows:
+        if len(r) >= 6 and r[5].startswith("/"):
+            start, end = (int(x, 16) for x in r[0].split("-"))
+            groups.setdefault(r[5], []).append(Mapping(start, end, r[1], int(r[2], 16), int(r[4]), r[5]))
+    for p, maps in groups.items():
+        try:
+            img = load_elf(p, need_symtab=False)
+        except Exception:  # noqa: BLE001 - non-ELF mappings
+            continue
+        if img.build_id == want:
+            mine = (p, load_bias(img, maps))
+            break
+    try:
+        lib = ctypes.CDLL(mine[0] if mine else path)
+    except OSError as exc:
+        raise InjectionError(f"cannot resolve IFUNC {name} of {path}: {exc}") from exc
+    if mine is None:
+        with open("/proc/self/maps") as f:
+            maps = [Mapping(*(int(x, 16) for x in r[0].split("-")), r[1], int(r[2], 16), int(r[4]), r[5])
+                    for r in (ln.split() for ln in f) if len(r) >= 6 and r[5] == os.path.realpath(path)]
+        mine = (path, load_bias(load_elf(path, need_symtab=False), maps))
+    libc = ctypes.CDLL(None)
+    handle = ctypes.c_void_p(lib._handle)
+    if version:
+        fn = libc.dlvsym
+        fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p), ctypes.c_void_p
+        addr = fn(handle, name.encode(), version.encode())
+    else:
+        fn = libc.dlsym
+        fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_char_p), ctypes.c_void_p
+        addr = fn(handle, name.encode())
+    if not addr:
+        raise InjectionError(f"cannot resolve IFUNC {name} of {path} in this process")
+    return addr - mine[1]

@@ -180,3 +180,13 @@ def test_forked_children_inherit_the_patch(run_target, built, bundle):
     assert all(ln.endswith(("answer=42", "child_status=0")) for ln in p.lines_since(later)
                if ln.startswith(("child", "parent")))
     assert all("child_status=0" in ln for ln in p.lines if ln.startswith("parent "))
+
+
+def test_patch_calling_ifunc_string_functions(run_target, built, bundle):
+    _src, binary = built("libcalls")
+    fix = bundle("libcalls")
+    p = run_target(binary)
+    p.wait_for(lambda ln: ln == "n=10 out=value-text")
+    apply_json(fix, p.pid)
+    p.wait_for(lambda ln: ln == "n=10 out=value-text+10", since=p.mark())
+    assert p.alive()
