@@ -71,10 +71,6 @@ def find_command(entries: list[dict], source: Path) -> CompileCommand | None:
     return None
 
 
-def command_from_cflags(src_root: Path, rel_source: str, cflags: list[str]) -> CompileCommand:
-    return CompileCommand(src_root, rel_source, list(cflags))
-
-
 def parse_cflags(cflags: str | list[str] | None) -> list[str]:
     if cflags is None:
         return []

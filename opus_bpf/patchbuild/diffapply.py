@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -125,21 +124,3 @@ def _run_patch(tree: Path, patch_file: Path, level: int, dry_run: bool) -> str |
     if failures:
         return "; ".join(dict.fromkeys(failures))
     return other[0] if other else f"patch exited {proc.returncode}"
-
-
-def remap(path: str, old_root: Path, new_root: Path) -> str:
-    """Rewrite an absolute path under *old_root* to the same place under *new_root*."""
-    p = Path(path)
-    if p.is_absolute():
-        try:
-            return str(new_root / p.relative_to(old_root))
-        except ValueError:
-            return path
-    return path
-
-
-def rel_or_abs(path: Path, root: Path) -> str:
-    try:
-        return os.path.relpath(path, root)
-    except ValueError:
-        return str(path)
