@@ -61,8 +61,9 @@ EXPECT: dict[str, tuple[str, dict[str, str], str]] = {
         "safe", {"UzpPassword": "safe"},
         "a length check (new locals only) before the prompt is built; no new write or value"),
     "22-cve-2019-13232-fix-bug-in-undefer-input.patch": (
-        "safe", {"undefer_input": "safe"},
-        "clamps G.csize at 0; undefer_input already wrote G.csize"),
+        "review", {"undefer_input": "review"},
+        "changed-write: clamps G.csize to 0 where the old code only ever added G.incnt to it; "
+        "a new value in global state other code reads"),
     "23-cve-2019-13232-zip-bomb-with-overlapped-entries.patch": (
         "unsupported", {"extract_or_test_files": "review", "free_G_buffers": "review"},
         "adds `cover` to struct Globals: live objects keep the old layout (and the changed "
@@ -71,8 +72,9 @@ EXPECT: dict[str, tuple[str, dict[str, str], str]] = {
         "unsupported", {"find_ecrec": "review"},
         "adds fields to struct end_central_dir_record (ecdir_rec)"),
     "25-cve-2019-13232-fix-bug-in-uzbunzip2.patch": (
-        "safe", {"UZbunzip2": "safe"},
-        "corrects how G.incnt is recomputed; UZbunzip2 already wrote G.incnt"),
+        "review", {"UZbunzip2": "review"},
+        "changed-write: G.incnt is recomputed by a different formula; the input-buffer "
+        "bookkeeping other functions read changes"),
 }
 
 
