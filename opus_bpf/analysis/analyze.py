@@ -8,14 +8,14 @@ one; everything else needs a person (review) or a different mechanism (unsupport
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pycparser import c_ast
 
 from . import libtable
 from .effects import Effect, FunctionEffects, Loc, covered, render, summarize
-from .report import RULES, Finding, FunctionResult, Report, Verdict
+from .report import Finding, FunctionResult, Report, Verdict
 from .source import fingerprint, noreturn_declared
 from .tuindex import Scope, TUIndex, Unit, as_unit, walk
 from .values import c_text, return_values
@@ -48,16 +48,25 @@ def _type_message(target: str, users: list[str]) -> str:
             "objects keep the old layout/values, so a body swap cannot change it")
 
 
-def analyze_patch(old_tus: Any, new_tus: Any) -> Report:
+def analyze_patch(old_tus: Any, new_tus: Any, *, old_root: str | os.PathLike[str] | None = None,
+                  new_root: str | os.PathLike[str] | None = None) -> Report:
     """Analyse every changed function of each (old, new) TU pair.
 
-    Accepts single TUs, sequences (paired by path, else by position) or mappings path -> TU;
-    a TU is a cfront TranslationUnit, a pycparser FileAST or a `Unit`.
+    Accepts single TUs, sequences (paired by path when every TU has one, else by position) or
+    mappings path -> TU; a TU is a cfront TranslationUnit, a pycparser FileAST or a `Unit`.
+    `old_root`/`new_root` are the directories the TUs were parsed in (cfront's `cwd`): with
+    them the report quotes source lines and the macro and GNU-noreturn rules can read the raw
+    text.
     """
     report = Report()
     for name, old, new in _pair(old_tus, new_tus):
         report.files.append(name)
-        _analyze_pair(as_unit(old), as_unit(new), report)
+        ou, nu = as_unit(old), as_unit(new)
+        if old_root is not None and ou.root is None:
+            ou.root = str(old_root)
+        if new_root is not None and nu.root is None:
+            nu.root = str(new_root)
+        _analyze_pair(ou, nu, report)
     return report
 
 
@@ -68,6 +77,11 @@ def _pair(old_tus: Any, new_tus: Any) -> list[tuple[str, Any, Any]]:
     if isinstance(old_tus, single) or hasattr(old_tus, "ast"):
         old_tus, new_tus = [old_tus], [new_tus]
     olds, news = list(old_tus), list(new_tus)
+    opaths = [as_unit(o).path for o in olds]
+    npaths = [as_unit(n).path for n in news]
+    if all(opaths) and all(npaths) and len(set(opaths)) == len(opaths):
+        by_path = dict(zip(opaths, olds, strict=True))
+        return [(p, by_path[p], n) for p, n in zip(npaths, news, strict=True) if p in by_path]
     if len(olds) != len(news):
         raise ValueError(f"{len(olds)} old TUs but {len(news)} new ones")
     out = []
@@ -522,6 +536,3 @@ def _analyze_pair(ou: Unit, nu: Unit, report: Report) -> None:
             f, ln = _coord(ofd.decl)
             report.functions.append(FunctionResult(name, "removed", Verdict.SAFE, f, ln))
 
-
-def rule_kinds() -> Iterable[str]:
-    return RULES.keys()

@@ -38,8 +38,8 @@ def as_unit(tu: Any) -> Unit:
         raise TypeError(f"not a translation unit: {type(tu).__name__}")
     path = str(getattr(tu, "path", "") or getattr(tu, "file", "") or "")
     root = getattr(tu, "cwd", None) or getattr(tu, "root", None)
-    if root is None and path:
-        root = str(Path(path).parent) if Path(path).is_absolute() else None
+    if root is None and path and Path(path).is_absolute():
+        root = "/"  # coordinates are absolute paths too
     return Unit(ast=ast, path=path, root=str(root) if root else None)
 
 

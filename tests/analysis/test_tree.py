@@ -212,8 +212,10 @@ def test_analyze_patch_on_cfront_tus(tmp_path: Path) -> None:
     (tmp_path / "b" / "m.c").write_text("int f(int x) { if (x < 0) return -9; return x; }\n")
     old = cfront.parse("m.c", [], tmp_path / "a")
     new = cfront.parse("m.c", [], tmp_path / "b")
-    report = analyze_patch([old], [new])
-    assert [(f.kind, f.line) for f in report.all_findings()] == [("new-return-value", 1)]
+    report = analyze_patch([old], [new], old_root=tmp_path / "a", new_root=tmp_path / "b")
+    [f] = report.all_findings()
+    assert (f.kind, f.file, f.line) == ("new-return-value", "m.c", 1)
+    assert f.code == "int f(int x) { if (x < 0) return -9; return x; }"  # read from the tree
 
 
 def test_large_tu_speed(tmp_path: Path) -> None:
