@@ -6,7 +6,8 @@ starts bench/target, runs bench/floor against it `--runs` times (`--rounds` stop
 reports, in µs:
   pause      first PTRACE_INTERRUPT -> last PTRACE_CONT (all threads, main included, stopped)
   stop       first interrupt -> last stop seen
-  serial     one thread at a time: interrupt -> resume of that thread (a per-thread design's floor)
+  serial     one thread at a time: held = its stop -> its resume (a per-thread design's floor),
+             catch = its interrupt -> its resume (includes waiting for the thread to get a CPU)
 each with the tracer at the normal policy (as opus-bpf runs) and as SCHED_FIFO (a tracer that
 raises its priority for the pause: resumed threads cannot preempt it between two PTRACE_CONTs).
 Prints a table, then the JSON (also saved under bench/results/). Needs root (ptrace).
@@ -77,19 +78,21 @@ def span(values: list[float]) -> str:
 def table(shapes: list[dict]) -> str:
     """A Markdown table: one row per shape, ranges across runs."""
     rows = ["| shape | tasks | tracer | pause median | pause p99 | stop median "
-            "| serial held median | serial held p99 |", "|---|---|---|---|---|---|---|---|"]
+            "| serial held median | serial held p99 | serial catch median |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for s in shapes:
         runs = s["runs"]
 
         def col(kind: str, stat: str, runs: list[dict] = runs) -> str:
-            if kind == "serial":
-                return span([r["serial"]["held_per_thread"][stat] for r in runs])
+            if kind in ("held_per_thread", "catch_per_thread"):
+                return span([r["serial"][kind][stat] for r in runs])
             return span([r["all"][kind][stat] for r in runs])
 
         rows.append(f"| {s['threads']} {s['mode']} | {s['tasks']} | {s['policy']} | "
                     f"{col('pause', 'median')} | "
                     f"{col('pause', 'p99')} | {col('stop', 'median')} | "
-                    f"{col('serial', 'median')} | {col('serial', 'p99')} |")
+                    f"{col('held_per_thread', 'median')} | {col('held_per_thread', 'p99')} | "
+                    f"{col('catch_per_thread', 'median')} |")
     return "\n".join(rows)
 
 

@@ -8,11 +8,14 @@
  *   all:    R rounds of PTRACE_INTERRUPT every thread, waitpid each stop, PTRACE_GETREGS each,
  *           PTRACE_CONT all. pause = first interrupt -> last resume returned; stop = first
  *           interrupt -> last stop seen; held = for each thread, its stop seen -> its resume.
- *   serial: R rounds (-R, default R) of, for one thread at a time: interrupt, wait, GETREGS, CONT. held = that
- *           thread's interrupt -> resume (the floor of a design holding one thread at a time).
+ *   serial: -R rounds (default R) of, one thread at a time: interrupt, wait, GETREGS, CONT.
+ *           held = that thread's stop seen -> its resume (the floor of a design holding one
+ *           thread at a time); catch = its interrupt -> its resume (includes the wait for a
+ *           runnable thread to get a CPU and reach its stop).
  * Rounds are gap_us apart (default 10000) so the target runs between them. -f runs floor itself
- * as SCHED_FIFO (priority 10): resumed threads then cannot preempt it between two PTRACE_CONTs. Prints one JSON
- * object, every duration in microseconds (CLOCK_MONOTONIC); -s adds every pause sample.
+ * as SCHED_FIFO (priority 10): resumed threads then cannot preempt it between two PTRACE_CONTs.
+ * Prints one JSON object, every duration in microseconds (CLOCK_MONOTONIC); -s adds every pause
+ * sample.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -160,7 +163,7 @@ int main(int argc, char **argv)
 	long gap = 10000;
 	pid_t pid;
 	struct user_regs_struct regs;
-	double *pause, *stop, *held, *sheld, *ordered, *stopped_at;
+	double *pause, *stop, *held, *sheld, *scatch, *ordered, *stopped_at;
 	int nheld = 0, nsheld = 0;
 
 	while ((opt = getopt(argc, argv, "r:R:g:m:fs")) != -1) {
@@ -197,8 +200,9 @@ int main(int argc, char **argv)
 	ordered = calloc((size_t)rounds, sizeof(double));
 	held = calloc((size_t)rounds * (size_t)ntids, sizeof(double));
 	sheld = calloc((size_t)srounds * (size_t)ntids, sizeof(double));
+	scatch = calloc((size_t)srounds * (size_t)ntids, sizeof(double));
 	stopped_at = calloc((size_t)ntids, sizeof(double));
-	if (!pause || !stop || !ordered || !held || !sheld || !stopped_at) {
+	if (!pause || !stop || !ordered || !held || !sheld || !scatch || !stopped_at) {
 		perror("calloc");
 		return 1;
 	}
@@ -230,16 +234,19 @@ int main(int argc, char **argv)
 	}
 	for (int r = 0; do_serial && r < srounds; r++) {
 		for (int i = 0; i < ntids; i++) {
-			double t0 = now_us();
+			double t0 = now_us(), t_stop, t_end;
 
 			if (ptrace(PTRACE_INTERRUPT, tids[i], 0, 0) < 0)
 				die("PTRACE_INTERRUPT", tids[i]);
 			wait_interrupt_stop(tids[i]);
+			t_stop = now_us();
 			if (ptrace(PTRACE_GETREGS, tids[i], 0, &regs) < 0)
 				die("PTRACE_GETREGS", tids[i]);
 			if (ptrace(PTRACE_CONT, tids[i], 0, 0) < 0)
 				die("PTRACE_CONT", tids[i]);
-			sheld[nsheld++] = now_us() - t0;
+			t_end = now_us();
+			scatch[nsheld] = t_end - t0;
+			sheld[nsheld++] = t_end - t_stop;
 		}
 		sleep_us(gap);
 	}
@@ -274,6 +281,8 @@ int main(int argc, char **argv)
 	if (do_serial) {
 		printf(", \"serial\": {\"rounds\": %d, ", srounds);
 		print_stats("held_per_thread", sheld, nsheld);
+		printf(", ");
+		print_stats("catch_per_thread", scatch, nsheld);
 		printf("}");
 	}
 	printf("}\n");
