@@ -146,19 +146,36 @@ class _Side:
 
 
 def _thread_routines(idx: TUIndex) -> set[str]:
-    out: set[str] = set()
+    """Functions handed to pthread_create/thrd_create, also through wrapper functions that
+    pass one of their own parameters on as the start routine (a few levels deep)."""
+    starters: dict[str, set[int]] = {k: {v} for k, v in libtable.THREAD_STARTERS.items()}
+    calls: list[tuple[c_ast.FuncDef, c_ast.FuncCall]] = []
     for fd in idx.functions.values():
         for n in walk(fd.body):
-            if not (isinstance(n, c_ast.FuncCall) and isinstance(n.name, c_ast.ID)):
-                continue
-            pos = libtable.THREAD_STARTERS.get(n.name.name)
-            if pos is None or n.args is None or len(n.args.exprs) <= pos:
-                continue
-            a = n.args.exprs[pos]
-            while isinstance(a, c_ast.Cast) or (isinstance(a, c_ast.UnaryOp) and a.op == "&"):
-                a = a.expr
-            if isinstance(a, c_ast.ID):
-                out.add(a.name)
+            if isinstance(n, c_ast.FuncCall) and isinstance(n.name, c_ast.ID) and n.args:
+                calls.append((fd, n))
+    out: set[str] = set()
+    for _ in range(5):
+        grew = False
+        for fd, n in calls:
+            for pos in starters.get(n.name.name, ()):
+                if len(n.args.exprs) <= pos:
+                    continue
+                a = n.args.exprs[pos]
+                while isinstance(a, c_ast.Cast) or (isinstance(a, c_ast.UnaryOp) and a.op == "&"):
+                    a = a.expr
+                if not isinstance(a, c_ast.ID):
+                    continue
+                params = Scope.param_names(fd)
+                if a.name in params:
+                    k = params.index(a.name)
+                    if k not in starters.setdefault(fd.decl.name, set()):
+                        starters[fd.decl.name].add(k)
+                        grew = True
+                elif a.name in idx.functions or a.name in idx.prototypes:
+                    out.add(a.name)
+        if not grew:
+            break
     return out
 
 

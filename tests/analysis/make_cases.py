@@ -1634,6 +1634,44 @@ void set_limit(int value)
 """)
 
 
+case("thread_start_via_wrapper", "unsupported", "spawn() passes its parameter on to pthread_create: poller is a start routine too.",
+PRE + """
+typedef unsigned long pthread_t;
+int pthread_create(pthread_t *t, const void *attr, void *(*fn)(void *), void *arg);
+static int spawn(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    return pthread_create(&t, 0, fn, arg);
+}
+static void *poller(void *arg)
+{
+    return arg;
+}
+int start(void)
+{
+    return spawn(poller, 0);
+}
+""", PRE + """
+typedef unsigned long pthread_t;
+int pthread_create(pthread_t *t, const void *attr, void *(*fn)(void *), void *arg);
+static int spawn(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    return pthread_create(&t, 0, fn, arg);
+}
+static void *poller(void *arg) //! poller:thread-start-routine
+{
+    if (!arg)
+        return arg;
+    return arg;
+}
+int start(void)
+{
+    return spawn(poller, 0);
+}
+""")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, verdict, note, old, new) in enumerate(CASES, 1):
