@@ -90,24 +90,22 @@ def _print_result(res: object, as_json: bool) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from opus_bpf.patchbuild import build_bundle
+    from opus_bpf.patchbuild.gate import build_checked
 
-    res = build_bundle(
+    res, report = build_checked(
         args.src,
         args.patch,
         args.binary,
         args.output,
         cflags=shlex.split(args.cflags) if args.cflags is not None else None,
         compile_commands=args.compile_commands,
+        accept_review=args.accept_review,
     )
     if args.json:
-        print(
-            json.dumps(
-                res.to_dict() if hasattr(res, "to_dict") else vars(res), indent=2, default=str
-            )
-        )
+        print(json.dumps({**res.to_dict(), "verdict": str(report.verdict)}, indent=2, default=str))
     else:
-        print(res.summary() if hasattr(res, "summary") else str(res))
+        print(res.summary())
+        print(f"safety analysis: {report.verdict}")
     return 0
 
 

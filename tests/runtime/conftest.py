@@ -126,7 +126,8 @@ def bundle(built, tmp_path_factory):
             src, binary = built(name, extra)
             path = out / f"{name}-{diff}{'-'.join(extra)}.opus"
             res = opus("build", "--src", str(src), "--patch", str(TARGETS / name / f"{diff}.diff"),
-                       "--binary", str(binary), "--cflags", " ".join(CFLAGS), "-o", str(path))
+                       "--binary", str(binary), "--cflags", " ".join(CFLAGS), "-o", str(path),
+                       "--accept-review")
             assert res.returncode == 0, res.stderr
             cache[key] = path
         return cache[key]

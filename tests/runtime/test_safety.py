@@ -130,7 +130,8 @@ def test_build_id_mismatch(run_target, built, bundle):
 def test_function_too_short_for_a_jump(run_target, built, bundle):
     _src, binary = built("tiny")
     res = opus("build", "--src", str(binary.parent), "--patch", str(TARGETS / "tiny" / "fix.diff"),
-               "--binary", str(binary), "--cflags", " ".join(CFLAGS), "-o", str(binary.parent / "t.opus"))
+               "--binary", str(binary), "--cflags", " ".join(CFLAGS), "-o", str(binary.parent / "t.opus"),
+               "--accept-review")
     if res.returncode != 0:
         _one_line_error(res, "tiny")
         assert "short" in res.stderr or "bytes" in res.stderr
