@@ -165,7 +165,9 @@ class _Generator:
             found = [s for s in self.syms.local_sym(self.file, fd.name) if s.type == "STT_FUNC"]
         else:
             g = self.syms.global_sym(fd.name)
-            found = [g] if g is not None and g.type in ("STT_FUNC", "STT_GNU_IFUNC") else []
+            # pyelftools names an IFUNC (type 10) STT_LOOS
+            ifunc_or_func = ("STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS")
+            found = [g] if g is not None and g.type in ifunc_or_func else []
         self._unique(fd.name, found)
         if not found:
             group = (self.syms.locals_by_file.get(self.file, {}) if fd.is_static
