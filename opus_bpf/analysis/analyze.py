@@ -459,6 +459,30 @@ def _write_findings(name: str, old_effects: list[Effect], new_effects: list[Effe
                    "reads changes")
         out.append(Finding(kind, Verdict.REVIEW, msg, name, f, ln, new.code(e.node),
                            via=e.via, target=target))
+    return _merge_same_line(out)
+
+
+def _merge_same_line(findings: list[Finding]) -> list[Finding]:
+    """One finding per (line, kind): a store through a pointer that may point to several
+    places (q = a or b; a list walked with p = p->next) names them all once."""
+    out: list[Finding] = []
+    index: dict[tuple, Finding] = {}
+    extra: dict[int, list[str]] = {}
+    for fd in findings:
+        key = (fd.file, fd.line, fd.kind, fd.via)
+        first = index.get(key)
+        if first is None:
+            index[key] = fd
+            out.append(fd)
+            continue
+        extra.setdefault(id(first), []).append(fd.target or "?")
+    for fd in out:
+        more = extra.get(id(fd))
+        if more:
+            names = [fd.target or "?", *more]
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4
+                                            else "")
+            fd.message = f"{fd.message} (this store may reach any of: {shown})"
     return out
 
 
@@ -504,8 +528,8 @@ def _analyze_pair(ou: Unit, nu: Unit, report: Report) -> None:
             continue
         if old.idx.fp(ofd) == new.idx.fp(nfd):
             continue
-        ot = old.idx.sources.function_text(*_coord(ofd.decl), _last_line(ofd))
-        nt = new.idx.sources.function_text(*_coord(nfd.decl), _last_line(nfd))
+        ot = old.idx.sources.function_text(*_coord(ofd.decl), _last_line(ofd), name)
+        nt = new.idx.sources.function_text(*_coord(nfd.decl), _last_line(nfd), name)
         if ot is not None and ot == nt:
             macro.append(name)
         else:

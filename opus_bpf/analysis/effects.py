@@ -57,7 +57,9 @@ def render(loc: Loc) -> str:
         if el == "[]":
             s = f"{s}[]"
         elif el == "...":
-            s = f"{s}..."
+            s = f"{s}->..."
+        elif i > 0 and path[i - 1] == "...":
+            s = f"{s}->{el[1:]}" if el.startswith(".") else f"{s}{el}"
         else:
             s = f"{s}{el}"
         i += 1
@@ -65,10 +67,21 @@ def render(loc: Loc) -> str:
 
 
 def _extend(loc: Loc, more: Iterable[str]) -> Loc:
-    path = loc[2] + tuple(more)
+    """Append access steps. A field that repeats (p = p->next in a loop) folds the path back to
+    its first occurrence plus "..." (any number of further links), so paths stay finite and
+    list walks do not produce one location per depth."""
+    path = list(loc[2])
+    for el in more:
+        if el.startswith(".") and el in path:
+            i = path.index(el)
+            path = path[: i + 1] + ["..."]
+            continue
+        if el == "[]" and path and path[-1] == "...":
+            continue  # "..." already means "through any number of links"
+        path.append(el)
     if len(path) > MAX_PATH:
-        path = path[:MAX_PATH] + ("...",)
-    return (loc[0], loc[1], path)
+        path = path[:MAX_PATH] + ["..."]
+    return (loc[0], loc[1], tuple(path))
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class SourceCache:
         return ls[line - 1].strip()
 
     def function_text(self, file: str | None, line: int | None,
-                      last_line: int | None = None) -> str | None:
+                      last_line: int | None = None, name: str | None = None) -> str | None:
         """Text of the function whose declarator starts at `line`, up to its closing brace.
 
         Braces are counted in the first branch of each #if only (branches often open the same
@@ -100,6 +100,11 @@ class SourceCache:
         if line > len(ls):
             return None
         start = sum(len(x) for x in ls[: line - 1])
+        if name:
+            # start at the function's own name: a struct or another function may share the line
+            m = re.search(r"\b" + re.escape(name) + r"\s*\(", ls[line - 1])
+            if m:
+                start += m.start()
         body = _strip_comments(t[start:])
         depth = 0
         opened = False

@@ -1672,6 +1672,32 @@ int start(void)
 """)
 
 
+case("list_walk_one_finding", "review", "p = p->next in a loop: the store may reach any node; one finding names them.",
+PRE + """
+struct node { int val; struct node *next; };
+void last(struct node *p)
+{
+    while (p->next)
+        p = p->next;
+}
+""", PRE + """
+struct node { int val; struct node *next; };
+void last(struct node *p)
+{
+    while (p->next)
+        p = p->next;
+    p->val = 0; //! last:write-param
+}
+""")
+
+case("struct_and_function_share_a_line", "review", "A struct and the function on one line: the function's own text is compared, not the struct's.",
+PRE + """
+struct st { int count; } g_state; void bump(void) { }
+""", PRE + """
+struct st { int count; } g_state; void bump(void) { struct st *p = &g_state; p->count++; } //! bump:write-global
+""")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, verdict, note, old, new) in enumerate(CASES, 1):
