@@ -23,6 +23,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opus_bpf import metrics
@@ -77,6 +78,8 @@ class Agent:
         self.last_scan = 0.0
         self.http = None
         self.started_at = time.time()
+        self._watch_thread: threading.Thread | None = None
+        self.watch_failed = ""
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -88,11 +91,15 @@ class Agent:
             log.info("forgot %d processes that exited while the agent was down", len(gone))
         self.state.save()
         self.reload_bundles(force=True)
-        # The watch goes first: the first scan runs after it, so no exec falls between them,
-        # and /healthz answering means the agent is fully up.
+        # BCC compiles the watch in the background (0.3 s on a quiet host, tens of seconds on a
+        # loaded one) so /metrics and /healthz answer at once; run() waits for it before the
+        # first scan, because the runtime compiles its probes with BCC too and two compiles in
+        # one process at once crash libbcc/LLVM. Watch first, then scan: no exec falls between.
+        metrics.set_exec_watch_up(False)
         if self.want_exec_watch:
-            self._start_exec_watch()
-        metrics.set_exec_watch_up(self.watch is not None)
+            self._watch_thread = threading.Thread(target=self._start_exec_watch,
+                                                  name="exec-watch-load", daemon=True)
+            self._watch_thread.start()
         if listen:
             self.http, _ = serve_http(listen, make_app(self.status, self.health))
             log.info("serving /metrics on %s", listen)
@@ -101,19 +108,26 @@ class Agent:
     def _start_exec_watch(self) -> None:
         from opus_bpf.agent.execwatch import ExecWatch  # noqa: PLC0415
 
+        t0 = time.monotonic()
         w = ExecWatch(self.on_exec)
         try:
             w.start()
         except Exception as exc:  # no BCC, no headers, no privileges: degrade to periodic scans
             log.warning("exec watch unavailable (%s); restarted processes are patched at the "
                         "next scan (every %.0f s)", exc, self.rescan_interval)
+            self.watch_failed = str(exc)
             return
-        self.watch = w
+        if self._stop.is_set():  # the agent stopped while BCC was compiling
+            w.stop()
+            return
         if self.want_count_calls:
             from opus_bpf.agent.calls import CallCounter  # noqa: PLC0415
 
             self.calls = CallCounter(w.bpf)
-        log.info("exec watch attached (sched:sched_process_exec)")
+        self.watch = w
+        metrics.set_exec_watch_up(True)
+        log.info("exec watch attached (sched:sched_process_exec) in %.1f s",
+                 time.monotonic() - t0)
 
     def stop(self) -> None:
         """Ask `run()` to return; safe from a signal handler or another thread."""
@@ -122,6 +136,8 @@ class Agent:
 
     def close(self) -> None:
         """Detach BPF and stop HTTP (patches stay applied: the agent exiting changes nothing)."""
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout=0.5)  # a compile in progress is abandoned
         if self.calls is not None:
             self.calls.close()
         if self.watch is not None:
@@ -148,7 +164,10 @@ class Agent:
 
     def run(self) -> None:
         """The loop: exec events, timers, periodic scans, state pruning, gauges."""
-        self.scan()
+        while (self._watch_thread is not None and self._watch_thread.is_alive()
+               and not self._stop.is_set()):
+            self._watch_thread.join(timeout=0.2)  # no apply (BCC compile) during its compile
+        self._guard(self.scan)
         next_scan = time.monotonic() + self.rescan_interval
         next_tick = time.monotonic() + 2.0
         while not self._stop.is_set():
@@ -162,19 +181,27 @@ class Agent:
                 metrics.agent_examined("exec")
                 self._schedule(time.monotonic() + self.exec_delay, "check", pid)
             elif kind == "scan":
-                self.scan()
+                self._guard(self.scan)
                 next_scan = time.monotonic() + self.rescan_interval
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now and not self._stop.is_set():
                 _, _, tkind, tpid = heapq.heappop(self._timers)
                 if tkind == "check":
-                    self.check_process(tpid)
+                    self._guard(self.check_process, tpid)
             if now >= next_scan:
-                self.scan()
+                self._guard(self.scan)
                 next_scan = time.monotonic() + self.rescan_interval
             if now >= next_tick:
-                self.tick()
+                self._guard(self.tick)
                 next_tick = time.monotonic() + 2.0
+
+    @staticmethod
+    def _guard(fn: Callable[..., object], *args: object) -> None:
+        """One bad process or bundle must not stop the agent keeping the others patched."""
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("agent step %s%r failed; continuing", fn.__name__, args)
 
     def tick(self) -> None:
         """Every 2 s: forget exited processes, read call counters, refresh gauges."""
@@ -349,6 +376,9 @@ class Agent:
                           "outcome": v.outcome, "message": v.message, "given_up": v.given_up}
                          for k, v in self.failures.items()],
             "exec_watch": self.watch is not None,
+            "exec_watch_loading": self._watch_thread is not None
+            and self._watch_thread.is_alive(),
+            "exec_watch_error": self.watch_failed,
             "count_calls": self.calls is not None,
             "last_scan": self.last_scan,
         }

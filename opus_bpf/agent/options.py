@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from opus_bpf.agent.core import serve
-
 
 def add_serve_arguments(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The serve options; cli.py can pass its `serve` subparser to share them."""
@@ -39,12 +37,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser | None = None) -> argpar
 
 def run(args: argparse.Namespace) -> int:
     """Entry point shared by `python -m opus_bpf.agent` and `opus-bpf serve`."""
+    from opus_bpf.agent.core import serve  # noqa: PLC0415 - keep `opus-bpf --help` fast
+
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(listen=args.listen, patch_dir=args.patch_dir, state_dir=args.state_dir,
-                 timeout=args.timeout, rescan_interval=args.rescan_interval,
-                 exec_delay=args.exec_delay, exec_watch=not args.no_exec_watch,
-                 count_calls=args.count_calls)
+    try:
+        return serve(listen=args.listen, patch_dir=args.patch_dir, state_dir=args.state_dir,
+                     timeout=args.timeout, rescan_interval=args.rescan_interval,
+                     exec_delay=args.exec_delay, exec_watch=not args.no_exec_watch,
+                     count_calls=args.count_calls)
+    except OSError as exc:  # e.g. the listen port is taken: one line, not a traceback
+        logging.getLogger("opus_bpf.agent").error("cannot start: %s", exc)
+        return 2
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

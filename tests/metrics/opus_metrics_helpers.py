@@ -103,7 +103,7 @@ class AgentProc:
              *self.extra_args],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: self.alive_or_fail() and http_get(self.url + "/healthz"), 30,
+        wait_for(lambda: self.alive_or_fail() and http_get(self.url + "/healthz"), 120,
                  "the agent's /healthz")
 
     def alive_or_fail(self) -> bool:
@@ -117,6 +117,16 @@ class AgentProc:
 
     def status(self) -> dict:
         return json.loads(http_get(self.url + "/status"))
+
+    def wait_exec_watch(self, timeout: float) -> dict:
+        """Status once BCC has loaded the exec watch or given up (it compiles in the background:
+        about a second on a quiet host, tens of seconds on a loaded one)."""
+
+        def settled() -> dict | None:
+            st = self.status()
+            return st if st["exec_watch"] or st["exec_watch_error"] else None
+
+        return wait_for(settled, timeout, "the exec watch to load", interval=0.5)
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -166,7 +176,9 @@ class Prom:
         self.url = f"http://127.0.0.1:{port}"
         cfg = tmp / "prometheus.yml"
         cfg.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            # 2 s, not 1 s: the scrape timeout cannot exceed the interval, and a loaded host
+            # can take over a second to answer
+            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\n"
             f"rule_files:\n  - {ALERTS}\n"
             f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n"
             f"      - targets: {json.dumps(targets)}\n"
@@ -178,7 +190,7 @@ class Prom:
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: self._alive() and http_get(self.url + "/-/ready"), 30,
+        wait_for(lambda: self._alive() and http_get(self.url + "/-/ready"), 120,
                  "prometheus /-/ready")
 
     def _alive(self) -> bool:
@@ -204,6 +216,12 @@ class Prom:
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
+
+    def wait_scraped(self, timeout: float = 120) -> None:
+        """Until the job has been scraped successfully (before generating events, so that the
+        events show up as increases over a baseline)."""
+        wait_for(lambda: self.query(f'up{{job="{JOB}"}} == 1'), timeout, "a first scrape",
+                 interval=0.5)
 
     def value(self, expr: str) -> float:
         """The single value of `expr` (sum it in the expression if needed); NaN if empty."""

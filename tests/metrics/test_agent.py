@@ -148,7 +148,8 @@ def test_exec_watch_patches_a_process_started_later(tmp_path: Path, c_target: Pa
     target = None
     try:
         agent.start()
-        st = wait_for(lambda: agent.status(), 10, "status")
+        # BCC compiles in the background: seconds on a quiet host, much longer on a loaded one
+        st = agent.wait_exec_watch(240)
         if not st["exec_watch"]:
             pytest.skip("exec watch could not load here (BCC/headers):\n" + agent.logtext())
         assert _metric(agent.url, "opus_bpf_agent_exec_watch_up") == 1

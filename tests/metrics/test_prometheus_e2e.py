@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,11 +68,14 @@ def stack(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory,
         agent.start()
         prom = Prom(prometheus_bin, tmp, [f"127.0.0.1:{agent.port}"])
         # a baseline scrape of the zero-initialised series, then the events
-        wait_for(lambda: prom.query(f'up{{job="{JOB}"}} == 1'), 30, "a first scrape")
-        wait_for(lambda: agent.status()["processes"], 15, "the agent to patch the target")
-        time.sleep(1.5)
+        prom.wait_scraped()
+        wait_for(lambda: agent.status()["processes"], 120, "the agent to patch the target")
+        prom.wait_scraped()  # a baseline scrape with the zero-initialised series
         _generate_samples(agent)
-        time.sleep(3.5)  # at least three scrapes after the events
+        # the last event (42 calls) seen by at least two scrapes: every earlier one is in too
+        wait_for(lambda: prom.value("count_over_time(opus_bpf_patched_function_calls_total"
+                                    "[5m])") >= 2, 120, "two scrapes after the events",
+                 interval=0.5)
         yield prom, agent
     finally:
         if prom is not None:
@@ -172,7 +174,7 @@ def test_prometheus_loaded_every_rule(stack: tuple[Prom, AgentProc]) -> None:
         assert not bad, bad
         return rules
 
-    rules = wait_for(healthy, 10, "every rule evaluated once")
+    rules = wait_for(healthy, 60, "every rule evaluated once")
     assert len(rules) == _rules_in_file()
 
 
