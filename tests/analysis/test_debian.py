@@ -1,5 +1,6 @@
 """Real security patches: Debian 12's unzip 6.0-28 quilt series, each patch analysed against
-the tree with the patches before it applied, built with debian/rules' flags.
+the tree with the patches before it applied, built with debian/rules' flags; and zlib 1.2.13's
+fix for CVE-2022-37434.
 
 Needs `apt-get source` (deb-src for bookworm); skipped when the sources cannot be fetched.
 Run with: pytest -m slow tests/analysis/test_debian.py
@@ -133,3 +134,53 @@ def test_unzip_security_patches(unzip_series) -> None:
             problems.append(f"{name}: expected {verdict} {per_function} ({why})\n"
                             f"{report.to_text()}")
     assert not problems, "\n".join(problems)
+
+
+# CVE-2022-37434 (zlib inflate(), gzip header extra field): Debian 12's zlib 1.2.13 carries
+# the fix; the vulnerable code is 1.2.12's. The old tree is 1.2.13 with the fix reverted.
+ZLIB_FIXED = """\
+                    if (state->head != Z_NULL &&
+                        state->head->extra != Z_NULL &&
+                        (len = state->head->extra_len - state->length) <
+                            state->head->extra_max) {
+                        zmemcpy(state->head->extra + len, next,
+"""
+ZLIB_VULNERABLE = """\
+                    if (state->head != Z_NULL &&
+                        state->head->extra != Z_NULL) {
+                        len = state->head->extra_len - state->length;
+                        zmemcpy(state->head->extra + len, next,
+"""
+
+
+def test_zlib_cve_2022_37434(tmp_path: Path) -> None:
+    """The fix only moves the length computation into the condition that guards the copy:
+    the same memcpy into state->head->extra, no new value returned: safe."""
+    d = CACHE / "zlib"
+    orig = next(iter(sorted(d.glob("zlib_1.2.13*.orig.tar.*"))), None) if d.exists() else None
+    if orig is None:
+        if shutil.which("apt-get") is None:
+            pytest.skip("apt-get not available")
+        d.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "source", "--download-only", "zlib"], cwd=d,
+                       capture_output=True, timeout=600)
+        orig = next(iter(sorted(d.glob("zlib_1.2.13*.orig.tar.*"))), None)
+        if orig is None:
+            pytest.skip("cannot fetch Debian zlib sources (add deb-src for bookworm)")
+    with tarfile.open(orig) as t:
+        t.extractall(tmp_path)
+    [src] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    fixed = (src / "inflate.c").read_text()
+    assert ZLIB_FIXED in fixed
+    (src / "inflate.c").write_text(fixed.replace(ZLIB_FIXED, ZLIB_VULNERABLE))
+    patched = tmp_path / "new"
+    patched.mkdir()
+    (patched / "inflate.c").write_text(fixed)
+    diff = subprocess.run(["diff", "-u", "--label", "a/inflate.c", "--label", "b/inflate.c",
+                           str(src / "inflate.c"), str(patched / "inflate.c")],
+                          capture_output=True, text=True).stdout
+    assert diff
+    (tmp_path / "fix.diff").write_text(diff)
+    report = analyze_tree(src, tmp_path / "fix.diff", cflags=["-I."])
+    assert [(f.name, f.status) for f in report.functions] == [("inflate", "changed")]
+    assert report.verdict.value == "safe", report.to_text()
