@@ -210,6 +210,8 @@ class Agent:
             self.state.save()
             if self.calls is not None:
                 self.calls.forget(gone)
+        for key in [k for k in self.failures if not procs.alive(k[0], k[1])]:
+            del self.failures[key]
         if self.calls is not None:
             self.calls.collect()
         self._update_gauges()
