@@ -171,3 +171,18 @@ def test_header_change_with_absolute_include_cflags(multi_build, make_diff,
     res = build_bundle(src, diff, binary, tmp_path / "abs.opus",
                        cflags=[*CFLAGS, "-fPIE", f"-I{src / 'include'}"])
     assert [f.name for f in res.manifest.functions] == ["scale"]
+
+
+def test_unoptimized_target(preload, make_diff, tmp_path: Path) -> None:
+    # -O0: nothing is inlined (twice/clamp have symbols: slots, not copies)
+    binary = tmp_path / "server_O0"
+    subprocess.run(["gcc", "-O0", "-g", "-o", str(binary), "server.c"], cwd=COUNTER, check=True)
+    diff = make_diff([("    counter += helper((int)strlen(req));",
+                       "    counter += twice(helper((int)strlen(req)));")])
+    out = tmp_path / "o0.opus"
+    res = build_bundle(COUNTER, diff, binary, out, cflags=["-O0", "-g"])
+    assert res.manifest.added_functions == []
+    assert {b.symbol for b in res.manifest.bindings} >= {"twice", "helper", "counter"}
+    p = run_patched(binary, out, preload, tmp_path, "aaa", "bb")
+    # helper: scount 4 then 6; counter += 8, then += 12
+    assert p.stdout == "counter=20 scount=6 last=bb hits=2 twice=40\n", p.stderr
