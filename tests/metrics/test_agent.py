@@ -205,3 +205,28 @@ def test_cli_serve_is_wired() -> None:
         pytest.skip("cli.py has no `serve` subcommand yet (see docs/observability.md)")
     assert r.returncode == 0, r.stderr
     assert "--patch-dir" in r.stdout and "--count-calls" in r.stdout
+
+
+def test_loop_survives_a_failing_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug or bad process in one step is logged; the agent keeps scanning."""
+    import threading
+
+    from opus_bpf.agent import Agent
+
+    agent = Agent(str(tmp_path / "patches"), str(tmp_path / "state"), rescan_interval=0.2,
+                  exec_watch=False)
+    agent.start(None)
+    calls: list[int] = []
+
+    def boom() -> None:
+        calls.append(1)
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(agent, "scan", boom)
+    t = threading.Thread(target=agent.run)
+    t.start()
+    time.sleep(1.0)
+    agent.stop()
+    t.join(5)
+    agent.close()
+    assert not t.is_alive() and len(calls) >= 3
