@@ -30,7 +30,7 @@ GPRS = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11")
 XMMS = tuple(f"xmm{i}" for i in range(32))  # 16-31 exist with AVX-512; all caller-saved
 MASKS = tuple(f"k{i}" for i in range(8))
 CALLER_SAVED: frozenset[str] = frozenset(GPRS + XMMS + MASKS)
-ALL_XMM: frozenset[str] = frozenset(XMMS)
+VZERO_XMM: frozenset[str] = frozenset(XMMS[:16])  # vzeroupper/vzeroall touch ymm0-15 only
 _NONE: frozenset[str] = frozenset()
 
 
@@ -248,7 +248,7 @@ def _mask_regs(operands: tuple[str, ...]) -> set[str]:
     return {REGS[m] for op in operands for m in re.findall(r"\{%(k[0-7])\}", op)}
 
 
-def insn_writes(insn: Insn, *, upper: bool = True) -> frozenset[str] | None:
+def insn_writes(insn: Insn) -> frozenset[str] | None:
     """Caller-saved registers one non-branch instruction writes. None = not understood (the
     caller decides: every register for an upper bound, nothing for a lower bound)."""
     mn, ops = insn.mnemonic, insn.operands
@@ -256,12 +256,12 @@ def insn_writes(insn: Insn, *, upper: bool = True) -> frozenset[str] | None:
     out: set[str] = set()
     if _OPAQUE.match(mn):
         return None
-    if mn.startswith("nop") or (mn == "xchg" and ops in (("%ax", "%ax"), ("%eax", "%eax"))):
+    if mn.startswith("nop") or (mn == "xchg" and ops == ("%ax", "%ax")):  # 66 90 padding
         return _NONE
     if _READ_ONLY.match(mn):
         return _NONE
     if mn in ("vzeroupper", "vzeroall"):
-        return ALL_XMM
+        return VZERO_XMM
     sm = _STRING.match(mn)
     if sm and all(("%es:" in o or "%ds:" in o or "(%r" in o or o.startswith("%")) for o in ops) \
             and not any((r or "").startswith("xmm") for r in regs):
@@ -277,7 +277,7 @@ def insn_writes(insn: Insn, *, upper: bool = True) -> frozenset[str] | None:
             return frozenset(out)  # string compares only read their explicit operands
     if _MULDIV.match(mn) and len(ops) == 1:
         # one-operand mul/div: result in rdx:rax (only ax for the byte forms)
-        byte = (mn.endswith("b") and mn != "imul") or ops[0].lower() in _BYTE_REGS
+        byte = mn.endswith("b") or ops[0].lower() in _BYTE_REGS
         out.update(("rax",) if byte else ("rax", "rdx"))
         return frozenset(out)
     if mn in ("xchg", "xadd") or mn.startswith(("xchg", "xadd")):
@@ -326,9 +326,8 @@ def disassemble(elf_path: str, start: int, end: int) -> list[Insn] | None:
 class _Walker:
     """Union of the writes of a function and the functions it reaches by direct call/jmp."""
 
-    def __init__(self, upper: bool, depth: int, target_elf: str | None = None) -> None:
+    def __init__(self, upper: bool, target_elf: str | None = None) -> None:
         self.upper = upper
-        self.depth = depth
         self.target_elf = target_elf  # where __opus_ref_ slots point (patch objects only)
         self.seen: set[tuple[str, int, int]] = set()
 
@@ -353,7 +352,7 @@ class _Walker:
                     out.add("rcx")
                 out |= self.branch(path, elf, insns, i, start, end, name, depth)
                 continue
-            w = insn_writes(insn, upper=self.upper)
+            w = insn_writes(insn)
             out |= self.unknown() if w is None else w
             if self.upper and out >= CALLER_SAVED:
                 break
@@ -376,7 +375,7 @@ class _Walker:
         op = insn.operands[0] if insn.operands else ""
         if op.startswith("*"):
             if is_call:
-                return self.slot_call(insn)
+                return self.slot_call(insn, depth)
             if self.upper and _is_switch_jump(elf, insns, i, start, end, name):
                 return _NONE  # a jump table into this function: its code is already scanned
             # a tail call through a pointer (full set) or a switch we could not read; the
@@ -392,7 +391,7 @@ class _Walker:
             return CALLER_SAVED
         return self.callee(path, elf, target, depth)
 
-    def slot_call(self, insn: Insn) -> frozenset[str]:
+    def slot_call(self, insn: Insn, depth: int) -> frozenset[str]:
         """`call *__opus_ref_foo(%rip)` in a patch object calls the target's foo: use its set."""
         m = _COMMENT_SYM.search("# " + insn.comment) if insn.comment else None
         if not (self.upper and self.target_elf and m and m.group(1).startswith(SLOT_PREFIX)
@@ -401,11 +400,11 @@ class _Walker:
         name = m.group(1)[len(SLOT_PREFIX):]
         tel = _elf(self.target_elf)
         cands = tel.by_name.get(name) or tel.by_name.get(re.sub(r"__\d+$", "", name)) or []
-        if not cands:
+        if not cands or depth <= 0:
             return CALLER_SAVED
         out: set[str] = set()
         for fn in cands:  # several statics of that name: any of them
-            got = self.function(self.target_elf, fn.start, fn.end, self.depth - 1)
+            got = self.function(self.target_elf, fn.start, fn.end, depth - 1)
             if got is None:
                 return CALLER_SAVED
             out |= got
@@ -451,7 +450,7 @@ def clobbered_registers(elf_path: str, address: int, size: int, *, depth: int = 
     including through direct calls to functions of the same file (followed up to `depth`); a
     call through the PLT, an indirect call/jmp, or anything not understood -> the full
     caller-saved set. None if the function cannot be disassembled."""
-    return _Walker(upper=True, depth=depth).function(elf_path, address, address + size, depth)
+    return _Walker(upper=True).function(elf_path, address, address + size, depth)
 
 
 def proven_clobbers(elf_path: str, address: int, size: int, *, depth: int = 4
@@ -459,7 +458,7 @@ def proven_clobbers(elf_path: str, address: int, size: int, *, depth: int = 4
     """Lower bound: registers the function certainly may write (gcc's view of the old function
     includes at least these). Calls through the PLT or a pointer still count as everything,
     as they do for gcc; what we do not understand counts as nothing."""
-    return _Walker(upper=False, depth=depth).function(elf_path, address, address + size, depth)
+    return _Walker(upper=False).function(elf_path, address, address + size, depth)
 
 
 def ipa_ra_risk(target_elf: str, old_addr: int, old_size: int, patch_so: str, new_addr: int,
@@ -467,7 +466,7 @@ def ipa_ra_risk(target_elf: str, old_addr: int, old_size: int, patch_so: str, ne
     """Caller-saved registers the new function may clobber that the old one never did (empty =
     safe). Calls from the patch through `__opus_ref_` slots are followed into target_elf."""
     old = proven_clobbers(target_elf, old_addr, old_size)
-    walker = _Walker(upper=True, depth=4, target_elf=target_elf)
+    walker = _Walker(upper=True, target_elf=target_elf)
     new = walker.function(patch_so, new_addr, new_addr + new_size, 4)
     if new is None:
         new = CALLER_SAVED

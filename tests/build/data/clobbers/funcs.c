@@ -36,6 +36,9 @@ KEEP int dispatch(int k, int x)
 	}
 }
 
+/* -fipa-ra keeps a and b in xmm0/xmm1 across `call leaf` */
+KEEP double scale(double a, double b, int k) { return a * leaf(k) + b; }
+
 int (*volatile hook)(int) = leaf;
 
 KEEP int indirect(int x) { return hook(x) + 1; }
@@ -43,5 +46,5 @@ KEEP int indirect(int x) { return hook(x) + 1; }
 int main(int argc, char **argv)
 {
 	(void)argv;
-	return leaf(argc) + say(argc) + via_static(argc) + dispatch(argc, argc) + indirect(argc);
+	return leaf(argc) + say(argc) + via_static(argc) + dispatch(argc, argc) + indirect(argc) + (int)scale(argc, 2.0, argc);
 }

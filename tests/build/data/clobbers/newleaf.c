@@ -20,6 +20,9 @@ KEEP int leaf(int x)
 }
 #endif
 
+/* a fix that goes through floating point writes xmm registers the old leaf never touched */
+KEEP int leaf_fp(int x) { return (int)(x * 1.0 + 1.0); }
+
 KEEP int leaf_logs(int x) { printf("leaf %d\n", x); return x + 1; }
 
 KEEP int dispatch(int k, int x)
