@@ -192,13 +192,15 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
                  binary: str | os.PathLike[str], output: str | os.PathLike[str],
                  cflags: list[str] | str | None = None,
                  compile_commands: str | os.PathLike[str] | None = None,
-                 *, cc: str = "gcc", keep_dir: str | os.PathLike[str] | None = None,
+                 *, cc: str | None = None, keep_dir: str | os.PathLike[str] | None = None,
                  analysis: object = None) -> BuildResult:
     """Build a bundle that replaces the functions *patch_file* changes in *binary*.
 
     *cflags* (list or shell string) apply to every file, with relative paths relative to
     *src_dir*; *compile_commands* gives per-file flags instead. Paths into *src_dir* (in either)
-    are redirected to the patched copy, so changed headers are seen. *keep_dir*, when set,
+    are redirected to the patched copy, so changed headers are seen. *cc* overrides the
+    compiler (default: the compile command's, without launchers like ccache; else gcc).
+    *keep_dir*, when set,
     receives the patched tree and generated TUs for inspection.
     """
     src = Path(src_dir).resolve()
@@ -218,11 +220,16 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
         t0 = time.monotonic()
         taken: set[str] = set()
         for u in units:
+            if cc is not None:
+                u.old_cmd.compiler = u.new_cmd.compiler = cc
+        for u in units:
             try:
-                if _same_preprocessed(u, src, tree, cc):
+                if _same_preprocessed(u, src, tree):
                     continue  # e.g. a TU that does not include the changed header
-                u.old_tu = parse(u.old_cmd.file_arg, u.old_cmd.args, u.old_cmd.directory, cc=cc)
-                u.new_tu = parse(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory, cc=cc)
+                u.old_tu = parse(u.old_cmd.file_arg, u.old_cmd.args, u.old_cmd.directory,
+                                 cc=u.old_cmd.compiler)
+                u.new_tu = parse(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory,
+                                 cc=u.new_cmd.compiler)
             except CFrontError as e:
                 raise BuildError(e.message) from e
             u.changes = changed_functions(u.old_tu, u.new_tu)
@@ -263,16 +270,18 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
                 args.append("-g")
             # debug info and __FILE__ name the user's tree, not the deleted temporary copy
             prefix_map = f"-ffile-prefix-map={tree}={src}"
-            _run([cc, *args, *PATCH_CFLAGS, prefix_map, "-c", u.new_cmd.file_arg, "-o",
+            _run([u.new_cmd.compiler, *args, *PATCH_CFLAGS, prefix_map, "-c",
+                  u.new_cmd.file_arg, "-o",
                   str(obj)],
                  u.new_cmd.directory, f"compiling the patch TU for {u.rel}")
             objects.append(str(obj))
         link_extra = [a for a in compile_flags(units[0].new_cmd.args)
                       if a.startswith(("-m", "-pthread", "--sysroot", "-fuse-ld"))]
-        _run([cc, *link_extra, *LINK_FLAGS, "-o", str(so_path), *objects], tmp,
+        linker = units[0].new_cmd.compiler
+        _run([linker, *link_extra, *LINK_FLAGS, "-o", str(so_path), *objects], tmp,
              "linking patch.so")
         compile_seconds = time.monotonic() - t0
-        manifest = _manifest(Path(output), target, units, cc, flags, src)
+        manifest = _manifest(Path(output), target, units, linker, flags, src)
         internal = {n for u in units if u.new_tu is not None
                     for n, fs in u.new_tu.file_scope.items() if fs.static}
         check_patch_object(so_path, [b.slot for b in manifest.bindings],
@@ -434,9 +443,11 @@ def _quals(t) -> list[str]:
     return list(t.quals) if t is not None else []
 
 
-def _same_preprocessed(u: _Unit, src: Path, tree: Path, cc: str) -> bool:
+def _same_preprocessed(u: _Unit, src: Path, tree: Path) -> bool:
     """Cheap pre-check (gcc -E is ~20x faster than parsing): identical preprocessed text,
     with the copy's path mapped back, means no function of the TU can have changed."""
-    old = preprocess(u.old_cmd.file_arg, u.old_cmd.args, u.old_cmd.directory, cc=cc)
-    new = preprocess(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory, cc=cc)
+    old = preprocess(u.old_cmd.file_arg, u.old_cmd.args, u.old_cmd.directory,
+                     cc=u.old_cmd.compiler)
+    new = preprocess(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory,
+                     cc=u.new_cmd.compiler)
     return old == new.replace(str(tree), str(src))

@@ -22,8 +22,14 @@ class CompileCommand:
     compiler: str = "gcc"
 
 
+_WRAPPERS = {"ccache", "distcc", "sccache", "icecc", "buildcache"}
+
+
 def _split_entry(entry: dict) -> tuple[str, list[str]]:
+    """(compiler, arguments); compiler launchers such as ccache are skipped."""
     argv = list(entry["arguments"]) if "arguments" in entry else shlex.split(entry["command"])
+    while len(argv) > 1 and os.path.basename(argv[0]) in _WRAPPERS:
+        argv = argv[1:]
     return argv[0], argv[1:]
 
 
@@ -67,7 +73,7 @@ def find_command(entries: list[dict], source: Path) -> CompileCommand | None:
             continue
         cc, args = _split_entry(e)
         file_arg = f if f in args else next((a for a in args if (d / a).resolve() == want), f)
-        return CompileCommand(d, file_arg, _strip_io(args, file_arg), os.path.basename(cc))
+        return CompileCommand(d, file_arg, _strip_io(args, file_arg), cc)
     return None
 
 

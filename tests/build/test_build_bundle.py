@@ -116,8 +116,9 @@ def test_p0_diff_and_compile_commands(counter_bins: dict[str, Path], tmp_path: P
     cdb = tmp_path / "compile_commands.json"
     cdb.write_text(json.dumps([{
         "directory": str(src), "file": "server.c",
-        "arguments": ["gcc", *CFLAGS, "-I", str(src), "-Wall", "-Werror", "-c", "-o",
-                      "server.o", "server.c"]}]))
+        # a launcher (never run: it is skipped) and the compiler by path
+        "arguments": ["ccache", "/usr/bin/gcc", *CFLAGS, "-I", str(src), "-Wall", "-Werror",
+                      "-c", "-o", "server.o", "server.c"]}]))
     res = build_bundle(src, p0, counter_bins["nopie"], tmp_path / "cc.opus",
                        compile_commands=cdb)
     assert res.functions_replaced == ["handle"] and res.bindings_count == 5
