@@ -42,21 +42,46 @@ def pct(values: list[float], q: float) -> float:
 
 
 def make_bundle(target_bin: Path, out: Path) -> Path:
-    cmd = [sys.executable, "-m", "opus_bpf.cli", "build", "--src", str(BENCH), "--patch",
-           str(BENCH / "work_fix.diff"), "--binary", str(target_bin), "--cflags", "-O2 -g",
-           "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "opus_bpf.cli",
+        "build",
+        "--src",
+        str(BENCH),
+        "--patch",
+        str(BENCH / "work_fix.diff"),
+        "--binary",
+        str(target_bin),
+        "--cflags",
+        "-O2 -g",
+        "-o",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return out
 
 
-def run_shape(bins: dict[str, Path], bundle: Path, mode: str, threads: int, cycles: int,
-              floor_rounds: int) -> dict:
+def run_shape(
+    bins: dict[str, Path], bundle: Path, mode: str, threads: int, cycles: int, floor_rounds: int
+) -> dict:
     with Target(bins["target"], mode, threads) as t:
         time.sleep(0.3)
         base = t.probe(1)
         fl = floor(bins["floor"], t.pid, floor_rounds, 2000, mode="all")["all"]["pause"]
-        fl_fifo = floor(bins["floor"], t.pid, floor_rounds, 2000, mode="all", fifo=True)["all"]["pause"]
-        pauses, looks, waits, totals, loads, setups, detaches, failures = [], [], [], [], [], [], [], 0
+        fl_fifo = floor(bins["floor"], t.pid, floor_rounds, 2000, mode="all", fifo=True)["all"][
+            "pause"
+        ]
+        pauses, looks, waits, totals, loads, setups, detaches, failures = (
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            0,
+        )
         for _ in range(cycles):
             try:
                 r = apply_bundle(str(bundle), t.pid, timeout=30)
@@ -76,27 +101,52 @@ def run_shape(bins: dict[str, Path], bundle: Path, mode: str, threads: int, cycl
             pauses.append(rv.pause_seconds * 1e6)
             assert t.probe(1) == base
         t0 = time.monotonic()
-        cli = subprocess.run([sys.executable, "-m", "opus_bpf.cli", "apply", str(bundle), "--pid",
-                              str(t.pid), "--timeout", "30"], capture_output=True, text=True)
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "opus_bpf.cli",
+                "apply",
+                str(bundle),
+                "--pid",
+                str(t.pid),
+                "--timeout",
+                "30",
+            ],
+            capture_output=True,
+            text=True,
+        )
         cli_ms = (time.monotonic() - t0) * 1e3 if cli.returncode == 0 else None
         if cli.returncode == 0:
             revert_bundle(str(bundle), t.pid, timeout=30)
     med = statistics.median
     return {
-        "mode": mode, "threads": threads, "cycles": cycles, "failures": failures,
+        "mode": mode,
+        "threads": threads,
+        "cycles": cycles,
+        "failures": failures,
         "floor_pause_us": {"median": fl["median"], "p99": fl["p99"]},
         "floor_fifo_pause_us": {"median": fl_fifo["median"], "p99": fl_fifo["p99"]},
-        "pause_us": {"median": med(pauses), "p99": pct(pauses, 0.99), "n": len(pauses)} if pauses else None,
+        "pause_us": {"median": med(pauses), "p99": pct(pauses, 0.99), "n": len(pauses)}
+        if pauses
+        else None,
         "looks_per_apply": {"median": med(looks), "max": max(looks)} if looks else None,
         "wait_ms": {"median": med(waits), "max": max(waits)} if waits else None,
-        "apply_ms": {"median": med(totals), "load": med(loads), "probe_setup": med(setups),
-                     "probe_detach": med(detaches)} if totals else None,
+        "apply_ms": {
+            "median": med(totals),
+            "load": med(loads),
+            "probe_setup": med(setups),
+            "probe_detach": med(detaches),
+        }
+        if totals
+        else None,
         "cli_apply_ms": cli_ms,
     }
 
 
 def per_call(bins: dict[str, Path], bundle: Path, batches: int = 8) -> dict:
     """ns per call of work() in one thread, before and after the patch (same process)."""
+
     def read(t: Target, n: int) -> list[float]:
         out = []
         while len(out) < n:
@@ -115,28 +165,39 @@ def per_call(bins: dict[str, Path], bundle: Path, batches: int = 8) -> dict:
 
 
 def table(rows: list[dict], pc: dict) -> str:
-    out = ["| mode | threads | floor pause p50/p99 | floor (FIFO) p50/p99 | opus pause p50/p99 | "
-           "looks | wait p50 | apply p50 (load / probes+ / probes-) | cli apply |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| mode | threads | floor pause p50/p99 | floor (FIFO) p50/p99 | opus pause p50/p99 | "
+        "looks | wait p50 | apply p50 (load / probes+ / probes-) | cli apply |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         p, f, ff = r["pause_us"], r["floor_pause_us"], r["floor_fifo_pause_us"]
         a = r["apply_ms"]
         out.append(
             f"| {r['mode']} | {r['threads']} | {fmt_us(f['median'])} / {fmt_us(f['p99'])} | "
             f"{fmt_us(ff['median'])} / {fmt_us(ff['p99'])} | "
-            + (f"{fmt_us(p['median'])} / {fmt_us(p['p99'])} | {r['looks_per_apply']['median']:g} "
-               f"(max {r['looks_per_apply']['max']}) | {r['wait_ms']['median']:.1f} ms | "
-               f"{a['median']:.0f} ms ({a['load']:.1f} / {a['probe_setup']:.0f} / {a['probe_detach']:.0f}) | "
-               if p else "failed | - | - | - | ")
-            + (f"{r['cli_apply_ms']:.0f} ms |" if r["cli_apply_ms"] else "- |"))
+            + (
+                f"{fmt_us(p['median'])} / {fmt_us(p['p99'])} | {r['looks_per_apply']['median']:g} "
+                f"(max {r['looks_per_apply']['max']}) | {r['wait_ms']['median']:.1f} ms | "
+                f"{a['median']:.0f} ms ({a['load']:.1f} / {a['probe_setup']:.0f} / "
+                f"{a['probe_detach']:.0f}) | "
+                if p
+                else "failed | - | - | - | "
+            )
+            + (f"{r['cli_apply_ms']:.0f} ms |" if r["cli_apply_ms"] else "- |")
+        )
     out.append("")
-    out.append(f"per call of work(): unpatched {pc['unpatched_ns']:.2f} ns, patched "
-               f"{pc['patched_ns']:.2f} ns, overhead {pc['overhead_ns']:+.2f} ns (one jmp rel32)")
+    out.append(
+        f"per call of work(): unpatched {pc['unpatched_ns']:.2f} ns, patched "
+        f"{pc['patched_ns']:.2f} ns, overhead {pc['overhead_ns']:+.2f} ns (one jmp rel32)"
+    )
     return "\n".join(out)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--modes", nargs="+", default=["spin", "paced"])
     ap.add_argument("--cycles", type=int, default=10, help="apply+revert cycles per shape")
@@ -155,7 +216,9 @@ def main() -> int:
     print(table(rows, pc))
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"apply-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"apply-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
+        json.dumps(result, indent=2)
+    )
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from opus_bpf.errors import OpusError
 
 EXAMPLES = """examples:
-  opus-bpf build --src ./server --patch fix.diff --binary ./server/server --cflags '-O2 -g' -o fix.opus
+  opus-bpf build --src ./srv --patch fix.diff --binary ./srv/server --cflags '-O2 -g' -o fix.opus
   opus-bpf apply fix.opus --pid 1234          # wait up to 10 s for a quiescent moment, then patch
   opus-bpf status --pid 1234 --json
   opus-bpf revert fix.opus --pid 1234

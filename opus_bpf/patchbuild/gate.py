@@ -34,17 +34,22 @@ def _first_reason(report: Report, verdict: Verdict) -> str:
     return ""
 
 
-def build_checked(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[str],
-                  binary: str | os.PathLike[str], output: str | os.PathLike[str],
-                  cflags: list[str] | str | None = None,
-                  compile_commands: str | os.PathLike[str] | None = None,
-                  accept_review: bool = False) -> tuple[BuildResult, Report]:
+def build_checked(
+    src_dir: str | os.PathLike[str],
+    patch_file: str | os.PathLike[str],
+    binary: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    cflags: list[str] | str | None = None,
+    compile_commands: str | os.PathLike[str] | None = None,
+    accept_review: bool = False,
+) -> tuple[BuildResult, Report]:
     """Run the safety analysis, refuse what it forbids, then build the bundle with its report."""
     report = analyze_tree(src_dir, patch_file, cflags=cflags, compile_commands=compile_commands)
     verdict = Verdict(report.verdict)
     if verdict == Verdict.UNSUPPORTED:
         raise AnalysisRefused(
-            f"the patch cannot be applied by swapping functions ({_first_reason(report, verdict)}); "
+            "the patch cannot be applied by swapping functions "
+            f"({_first_reason(report, verdict)}); "
             "see `opus-bpf analyze` for every finding"
         )
     if verdict == Verdict.REVIEW and not accept_review:
@@ -53,5 +58,12 @@ def build_checked(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike
             "`opus-bpf analyze` and rebuild with --accept-review if it is safe"
         )
     summary: dict[str, Any] = report.to_json()
-    return build_bundle(src_dir, patch_file, binary, output, cflags=cflags,
-                        compile_commands=compile_commands, analysis=summary), report
+    return build_bundle(
+        src_dir,
+        patch_file,
+        binary,
+        output,
+        cflags=cflags,
+        compile_commands=compile_commands,
+        analysis=summary,
+    ), report

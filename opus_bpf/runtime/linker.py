@@ -137,7 +137,9 @@ def _ifunc_offset(path: str, name: str, version: str | None) -> int:
     for r in rows:
         if len(r) >= 6 and r[5].startswith("/"):
             start, end = (int(x, 16) for x in r[0].split("-"))
-            groups.setdefault(r[5], []).append(Mapping(start, end, r[1], int(r[2], 16), int(r[4]), r[5]))
+            groups.setdefault(r[5], []).append(
+                Mapping(start, end, r[1], int(r[2], 16), int(r[4]), r[5])
+            )
     for p, maps in groups.items():
         try:
             img = load_elf(p, need_symtab=False)
@@ -152,14 +154,22 @@ def _ifunc_offset(path: str, name: str, version: str | None) -> int:
         raise InjectionError(f"cannot resolve IFUNC {name} of {path}: {exc}") from exc
     if mine is None:
         with open("/proc/self/maps") as f:
-            maps = [Mapping(*(int(x, 16) for x in r[0].split("-")), r[1], int(r[2], 16), int(r[4]), r[5])
-                    for r in (ln.split() for ln in f) if len(r) >= 6 and r[5] == os.path.realpath(path)]
+            maps = [
+                Mapping(
+                    *(int(x, 16) for x in r[0].split("-")), r[1], int(r[2], 16), int(r[4]), r[5]
+                )
+                for r in (ln.split() for ln in f)
+                if len(r) >= 6 and r[5] == os.path.realpath(path)
+            ]
         mine = (path, load_bias(load_elf(path, need_symtab=False), maps))
     libc = ctypes.CDLL(None)
     handle = ctypes.c_void_p(lib._handle)
     if version:
         fn = libc.dlvsym
-        fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p), ctypes.c_void_p
+        fn.argtypes, fn.restype = (
+            (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p),
+            ctypes.c_void_p,
+        )
         addr = fn(handle, name.encode(), version.encode())
     else:
         fn = libc.dlsym

@@ -13,6 +13,7 @@ One page after the object, the *patch record*, holds what this patch did (JSON),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -239,10 +240,9 @@ def load(
         return LoadedPatch(base, po.span, base + po.span, po.path)
     except BaseException:
         if base is not None:
-            try:
+            # best effort: the mapping is unused either way
+            with contextlib.suppress(Exception):
                 rc.call("munmap", base, total)
-            except Exception:  # noqa: BLE001 - best effort; the mapping is unused either way
-                pass
         raise
     finally:
         if own:

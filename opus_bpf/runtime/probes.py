@@ -81,13 +81,17 @@ class ActivationProbes:
         try:
             with _quiet_stderr():
                 for s in sites:
-                    self.bpf.attach_uretprobe(name=s.path, addr=s.vaddr, fn_name="on_return", pid=pid)
+                    self.bpf.attach_uretprobe(
+                        name=s.path, addr=s.vaddr, fn_name="on_return", pid=pid
+                    )
                     self.bpf.attach_uprobe(name=s.path, addr=s.vaddr, fn_name="on_entry", pid=pid)
             self.attached = True
         except BaseException as exc:
             self.detach()
             if not os.path.exists(f"/proc/{pid}"):
-                raise ProcessExited(f"process {pid} exited while probes were being attached") from exc
+                raise ProcessExited(
+                    f"process {pid} exited while probes were being attached"
+                ) from exc
             if isinstance(exc, Exception) and not isinstance(exc, OpusError):
                 raise OpusError(f"cannot attach BPF probes to process {pid}: {exc}") from exc
             raise

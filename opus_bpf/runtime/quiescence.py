@@ -99,8 +99,9 @@ class RangeSet:
         return None
 
 
-def thread_activation(st: T.StoppedThread, mem: ProcessMemory, maps: list[Mapping],
-                      rs: RangeSet) -> Activation | None:
+def thread_activation(
+    st: T.StoppedThread, mem: ProcessMemory, maps: list[Mapping], rs: RangeSet
+) -> Activation | None:
     """Is this stopped thread executing in, or returning into, one of the watched ranges?"""
     regs = st.regs if st.regs is not None else T.get_regs(st.tid)
     label = rs.label(regs.rip)
@@ -170,10 +171,8 @@ def settle(
             st.stopped = False
         time.sleep(slice_seconds)
         for tid in busy:
-            try:
+            with contextlib.suppress(T.PtraceFailed):  # exited meanwhile: wait_stop says so
                 T.ptrace(T.PTRACE_INTERRUPT, tid)
-            except T.PtraceFailed:
-                pass
         still = {}
         for tid in busy:
             st = world.threads[tid]
@@ -230,10 +229,17 @@ def _realtime() -> Iterator[None]:
             os.sched_setscheduler(0, old[0], old[1])
 
 
-def _wait(pid: int, mem: ProcessMemory, ranges: list[CodeRange],
-          probes: ActivationProbes | None, timeout: float,
-          on_quiescent: Callable[[T.World], None], force_look_every: float,
-          stats: WaitStats, t0: float) -> WaitStats:
+def _wait(
+    pid: int,
+    mem: ProcessMemory,
+    ranges: list[CodeRange],
+    probes: ActivationProbes | None,
+    timeout: float,
+    on_quiescent: Callable[[T.World], None],
+    force_look_every: float,
+    stats: WaitStats,
+    t0: float,
+) -> WaitStats:
     deadline = t0 + timeout
     backoff = 0.001
     last_look = 0.0

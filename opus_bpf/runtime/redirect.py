@@ -1,4 +1,4 @@
-"""Entry jumps: the bytes written at an old function's entry to send every new call to the new one."""
+"""Entry jumps: the bytes at an old function's entry that send every new call to the new one."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def encode_jump(src: int, dst: int, room: int) -> bytes:
     if -(1 << 31) <= rel < (1 << 31):
         if room < JMP_REL32_SIZE:
             raise SymbolProblem(
-                f"function at {src:#x} is {room} bytes long, too short for a {JMP_REL32_SIZE}-byte jump"
+                f"function at {src:#x} is {room} bytes long, too short for a "
+                f"{JMP_REL32_SIZE}-byte jump"
             )
         return b"\xe9" + struct.pack("<i", rel)
     if room < JMP_ABS_SIZE:

@@ -143,7 +143,8 @@ def find_stub(pid: int, mem: ProcessMemory, maps: list[Mapping] | None = None) -
                 if mem.read(start, need) == STUB + STUB_TAG:
                     return start
     raise InjectionError(
-        f"no room for the syscall stub in any executable mapping of process {pid}; nothing was changed"
+        f"no room for the syscall stub in any executable mapping of process {pid}; "
+        "nothing was changed"
     )
 
 
@@ -195,7 +196,7 @@ class RemoteCaller:
         return self.thread.block - SCRATCH
 
     def call(self, name: str, *args: int) -> int:
-        """One system call in the held thread; returns the raw result (negative errno on failure)."""
+        """One system call in the held thread; the raw result (negative errno on failure)."""
         h = self.thread
         inj = T.copy_regs(h.regs)
         inj.rip = h.stub
@@ -240,7 +241,7 @@ class RemoteCaller:
         return self.scratch
 
     def close(self) -> None:
-        """Let the thread go: it runs the rest of the stub (or is restored directly if never primed)."""
+        """Let the thread go: it runs the rest of the stub (restoring itself) and carries on."""
         h = self.thread
         sig = h.signals[0] if h.signals else 0
         if not h.primed:

@@ -268,7 +268,7 @@ def _is_traced_by_us(tid: int) -> bool:
 
 
 def resume_world(world: World) -> None:
-    """Detach every held thread (re-delivering any signal it received); never raises for a gone thread.
+    """Detach every held thread, re-delivering any signal it received; a gone thread is fine.
 
     A thread seized but not yet stopped (an error path) cannot be detached until its interrupt
     stop arrives: wait a little for it, so that it is not left stopped behind us.

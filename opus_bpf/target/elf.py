@@ -1,4 +1,4 @@
-"""An ELF file on disk, known by its build-id: symbols, functions by (name, source file), debug file.
+"""An ELF file on disk, known by build-id: symbols, functions by (name, source file), debug file.
 
 The runtime never trusts a name alone: a static function is identified by its name plus the
 source file whose STT_FILE group holds it in `.symtab`, and a stripped binary is read through the

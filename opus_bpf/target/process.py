@@ -31,14 +31,15 @@ def check_pid(pid: int) -> None:
             status = f.read()
     except FileNotFoundError as exc:
         raise NoSuchProcess(f"no such process: {pid}") from exc
-    if "\nTgid:\t%d\n" % pid not in status:
+    if f"\nTgid:\t{pid}\n" not in status:
         raise NoSuchProcess(f"{pid} is a thread, not a process; give the process id (Tgid)")
     if "State:\tZ" in status:
         raise NoSuchProcess(f"process {pid} is a zombie")
     tracer = [ln for ln in status.splitlines() if ln.startswith("TracerPid:")]
     if tracer and tracer[0].split()[1] != "0":
         raise PermissionProblem(
-            f"process {pid} is already traced by pid {tracer[0].split()[1]} (a debugger?); detach it first"
+            f"process {pid} is already traced by pid {tracer[0].split()[1]} (a debugger?); "
+            "detach it first"
         )
 
 
@@ -74,7 +75,7 @@ def read_maps(pid: int) -> list[Mapping]:
 
 
 def exe_path(pid: int) -> str:
-    """The executable's path as mapped; `/proc/PID/exe` still opens it after an upgrade deleted it."""
+    """The executable's path as mapped (`/proc/PID/exe` opens it even once deleted)."""
     try:
         return os.readlink(f"/proc/{pid}/exe")
     except FileNotFoundError as exc:

@@ -31,9 +31,15 @@ class Proc:
     """A running target whose stdout lines are collected as they come."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                  env={**os.environ, **(env or {})})
+        self.p = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **(env or {})},
+        )
         self.lines: list[str] = []
         self.cond = threading.Condition()
         self.t = threading.Thread(target=self._pump, daemon=True)
@@ -62,7 +68,9 @@ class Proc:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     tail = "\n".join(self.lines[-10:])
-                    raise AssertionError(f"expected line not seen in {timeout}s; last lines:\n{tail}")
+                    raise AssertionError(
+                        f"expected line not seen in {timeout}s; last lines:\n{tail}"
+                    )
                 self.cond.wait(left)
 
     def lines_since(self, mark: int) -> list[str]:
@@ -106,8 +114,9 @@ def built(tmp_path_factory):
             shutil.copytree(TARGETS / name, src)
             binary = src / name
             sources = sorted(str(c) for c in src.glob("*.c"))
-            subprocess.run(["gcc", *CFLAGS, *extra, "-pthread", "-o", str(binary), *sources],
-                           check=True)
+            subprocess.run(
+                ["gcc", *CFLAGS, *extra, "-pthread", "-o", str(binary), *sources], check=True
+            )
             cache[key] = (src, binary)
         return cache[key]
 
@@ -125,9 +134,20 @@ def bundle(built, tmp_path_factory):
         if key not in cache:
             src, binary = built(name, extra)
             path = out / f"{name}-{diff}{'-'.join(extra)}.opus"
-            res = opus("build", "--src", str(src), "--patch", str(TARGETS / name / f"{diff}.diff"),
-                       "--binary", str(binary), "--cflags", " ".join(CFLAGS), "-o", str(path),
-                       "--accept-review")
+            res = opus(
+                "build",
+                "--src",
+                str(src),
+                "--patch",
+                str(TARGETS / name / f"{diff}.diff"),
+                "--binary",
+                str(binary),
+                "--cflags",
+                " ".join(CFLAGS),
+                "-o",
+                str(path),
+                "--accept-review",
+            )
             assert res.returncode == 0, res.stderr
             cache[key] = path
         return cache[key]
@@ -136,8 +156,13 @@ def bundle(built, tmp_path_factory):
 
 
 def opus(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*OPUS, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=Path(__file__).parents[2])
+    return subprocess.run(
+        [*OPUS, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).parents[2],
+    )
 
 
 def apply_json(bundle: Path, pid: int, *extra: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from conftest import apply_json, entry_bytes, opus, status_json
 
@@ -31,8 +32,9 @@ def test_single_thread_apply_status_revert(run_target, built, bundle):
     c = [int(re.search(r"counter=(\d+)", ln).group(1)) for ln in after[:3]]
     assert c[1] - c[0] == 1000 and c[2] - c[1] == 1000
     st = status_json(p.pid)
-    assert [(x["name"], x["state"], x["entry_ok"]) for x in st["patches"]] == [("counter-fix", "active", True)] \
-        or [(x["state"], x["entry_ok"]) for x in st["patches"]] == [("active", True)]
+    assert [(x["id"], x["state"], x["entry_ok"]) for x in st["patches"]] == [
+        (res["bundle_id"], "active", True)
+    ]
     old = int(res["functions"][0]["old_address"], 16)
     assert entry_bytes(p.pid, old)[0] == 0xE9
     # revert: the original bytes (from the ELF file) come back and so does the old behaviour
@@ -57,8 +59,9 @@ def test_apply_twice_refused_then_reapply_after_revert(run_target, built, bundle
     apply_json(fix, p.pid)  # reuses the mapped object
     mark = p.mark()
     p.wait_for(lambda ln: ln.startswith("v=100 "), since=mark)
-    maps = open(f"/proc/{p.pid}/maps").read()
-    assert maps.count(".so") == len(set(re.findall(r"/objects/(\w+)\.so", maps))) * 4 or maps
+    with open(f"/proc/{p.pid}/maps") as f:
+        heads = [ln for ln in f if "/objects/" in ln and ln.split()[2] == "00000000"]
+    assert len(heads) == 1, heads  # the reverted object was reused, not mapped a second time
 
 
 def test_stacked_patches_revert_in_reverse_order(run_target, built, bundle):
@@ -106,10 +109,10 @@ def test_threads_blocked_in_read_and_nanosleep_carry_on(run_target, built, bundl
     p.p.stdin.flush()
     ln = p.wait_for(lambda ln: ln.startswith("read "))
     assert ln == "read n=18 errno=0 data=hello-after-patch version=2"
-    sl = p.wait_for(lambda ln: ln.startswith("sleep "))
+    sl = p.wait_for(lambda ln: ln.startswith("sleep "), timeout=20)
     m = re.match(r"sleep r=0 errno=0 slept=(\d+\.\d+) version=2", sl)
     assert m, sl
-    assert float(m.group(1)) >= 2.0  # the interrupted sleep was restarted, not cut short
+    assert float(m.group(1)) >= 6.0  # the interrupted sleep was restarted, not cut short
     p.wait_for(lambda ln: ln == "done version=2")
 
 
@@ -122,20 +125,26 @@ def test_registers_and_syscall_restored_exactly(run_target, built, bundle):
     p.wait_for(lambda ln: ln.endswith("level=2"), since=mark)
     p.wait_for(lambda ln: ln.startswith("round=") and ln.endswith("level=2"), since=p.mark())
     lines = [ln for ln in p.lines if ln.startswith("round=")]
-    assert all(" bad=0 ret=0 " in ln for ln in lines), [ln for ln in lines if " bad=0 ret=0 " not in ln]
+    assert all(" bad=0 ret=0 " in ln for ln in lines), [
+        ln for ln in lines if " bad=0 ret=0 " not in ln
+    ]
 
 
 def test_function_always_on_stack_times_out_untouched(run_target, built, bundle):
     _src, binary = built("busy")
     p = run_target(binary)
     p.wait_for(lambda ln: ln.startswith("tick "))
-    before = open(f"/proc/{p.pid}/maps").read()
+    before = Path(f"/proc/{p.pid}/maps").read_text()
     res = opus("apply", str(bundle("busy")), "--pid", str(p.pid), "--timeout", "1")
     assert res.returncode == 3, res.stderr
-    assert "timed out" in res.stderr and "serve_forever" in res.stderr and "nothing was changed" in res.stderr
+    assert (
+        "timed out" in res.stderr
+        and "serve_forever" in res.stderr
+        and "nothing was changed" in res.stderr
+    )
     assert len(res.stderr.strip().splitlines()) == 1
     sym = load_elf(str(binary)).function("serve_forever")
-    assert open(f"/proc/{p.pid}/maps").read() == before  # the patch object was unmapped again
+    assert Path(f"/proc/{p.pid}/maps").read_text() == before  # the patch object is unmapped again
     mark = p.mark()
     p.wait_for(lambda ln: ln.startswith("tick "), since=mark)
     assert not any(ln.startswith("tock") for ln in p.lines)
@@ -163,7 +172,9 @@ def test_signal_handler_calling_patched_function(run_target, built, bundle):
     p.wait_for(lambda ln: ln.startswith("main=30 ") and "handler_old=0 " not in ln)
     apply_json(bundle("sigcall"), p.pid, "--timeout", "30")
     mark = p.mark()
-    ln = p.wait_for(lambda ln: ln.startswith("main=300 ") and "handler_new=0 " not in ln, since=mark)
+    ln = p.wait_for(
+        lambda ln: ln.startswith("main=300 ") and "handler_new=0 " not in ln, since=mark
+    )
     assert ln.endswith("handler_bad=0")
     assert all(x.endswith("handler_bad=0") for x in p.lines if x.startswith("main="))
 
@@ -177,8 +188,11 @@ def test_forked_children_inherit_the_patch(run_target, built, bundle):
     p.wait_for(lambda ln: ln.startswith("child ") and ln.endswith("answer=42"), since=mark)
     later = p.mark()
     p.wait_for(lambda ln: ln.startswith("parent "), since=later)
-    assert all(ln.endswith(("answer=42", "child_status=0")) for ln in p.lines_since(later)
-               if ln.startswith(("child", "parent")))
+    assert all(
+        ln.endswith(("answer=42", "child_status=0"))
+        for ln in p.lines_since(later)
+        if ln.startswith(("child", "parent"))
+    )
     assert all("child_status=0" in ln for ln in p.lines if ln.startswith("parent "))
 
 

@@ -16,19 +16,32 @@ from conftest import CFLAGS, OPUS, TARGETS, apply_json, entry_bytes, opus, statu
 from opus_bpf.target.elf import load_elf
 
 
-def test_no_deadlock_while_target_holds_malloc_and_loader_locks(run_target, built, bundle, tmp_path):
+def test_no_deadlock_while_target_holds_malloc_and_loader_locks(
+    run_target, built, bundle, tmp_path
+):
     _src, binary = built("locks")
     fix = bundle("locks")
     lib = tmp_path / "libslowinit.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), "-x", "c",
-                    str(TARGETS / "locks" / "slowinit.c.lib")], check=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(lib),
+            "-x",
+            "c",
+            str(TARGETS / "locks" / "slowinit.c.lib"),
+        ],
+        check=True,
+    )
     flag = tmp_path / "release"
     p = run_target(binary, str(lib), env={"SLOWINIT_FLAG": str(flag)})
     held = p.wait_for(lambda ln: ln.startswith("holding malloc lock"))
     pipe_fd = int(held.rsplit("=", 1)[1])
     time.sleep(0.2)  # main is now blocked inside malloc_info with the arena lock held
-    with open(f"/proc/{p.pid}/task/{p.pid}/wchan") as f:
-        assert f.read() in ("pipe_write", "pipe_wait", "0") or True
+    with open(f"/proc/{p.pid}/task/{p.pid}/syscall") as f:
+        assert f.read().split()[0] == "1"  # blocked in write(2), called from malloc_info
     res = apply_json(fix, p.pid)
     assert res["functions"][0]["name"] == "generation"
     p.wait_for(lambda ln: ln == "worker generation=2", since=p.mark())
@@ -50,7 +63,7 @@ def test_no_deadlock_while_target_holds_malloc_and_loader_locks(run_target, buil
 
 
 def test_tracer_killed_at_any_instant_leaves_process_whole(run_target, built, bundle):
-    """SIGKILL `opus-bpf apply` at spread-out instants: the target runs on, old or new, never mixed."""
+    """SIGKILL `opus-bpf apply` at spread instants: the target runs on, old or new, never mixed."""
     _src, binary = built("threads")
     fix = bundle("threads")
     p = run_target(binary)
@@ -61,8 +74,11 @@ def test_tracer_killed_at_any_instant_leaves_process_whole(run_target, built, bu
     delays = [rng.uniform(0.0, 1.2) for _ in range(8)]
     outcomes = []
     for delay in delays:
-        proc = subprocess.Popen([*OPUS, "apply", str(fix), "--pid", str(p.pid), "--timeout", "5"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*OPUS, "apply", str(fix), "--pid", str(p.pid), "--timeout", "5"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -77,8 +93,6 @@ def test_tracer_killed_at_any_instant_leaves_process_whole(run_target, built, bu
         assert ln.endswith("bad=0"), ln
         # no thread is left stopped: the process keeps making progress
         assert not ln.startswith("old=0 new=0 ")
-        addr = int(open(f"/proc/{p.pid}/maps").read().split("-")[0], 16)
-        del addr
         if active:
             outcomes.append("applied")
             assert opus("revert", str(fix), "--pid", str(p.pid), "--timeout", "30").returncode == 0
@@ -90,10 +104,11 @@ def test_tracer_killed_at_any_instant_leaves_process_whole(run_target, built, bu
             assert "TracerPid:\t0\n" in status, f"thread {tid} still traced"
             assert "State:\tt" not in status, f"thread {tid} left stopped"
     # the original entry is back after each applied round was reverted
-    bias_line = next(ln for ln in open(f"/proc/{p.pid}/maps") if str(binary) in ln)
+    with open(f"/proc/{p.pid}/maps") as f:
+        bias_line = next(ln for ln in f if str(binary) in ln)
     bias = int(bias_line.split("-")[0], 16)
     assert entry_bytes(p.pid, bias + sym.value) == original
-    assert outcomes  # each round ended in one of the two whole states
+    assert len(outcomes) == len(delays)
 
 
 def _one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
@@ -113,9 +128,22 @@ def test_not_root_is_refused(bundle, built):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv missing")
     fix = bundle("counter")
-    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          *OPUS, "apply", str(fix), "--pid", "1"], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    res = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            *OPUS,
+            "apply",
+            str(fix),
+            "--pid",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     _one_line_error(res, "root")
 
 
@@ -129,15 +157,28 @@ def test_build_id_mismatch(run_target, built, bundle):
 
 def test_function_too_short_for_a_jump(run_target, built, bundle):
     _src, binary = built("tiny")
-    res = opus("build", "--src", str(binary.parent), "--patch", str(TARGETS / "tiny" / "fix.diff"),
-               "--binary", str(binary), "--cflags", " ".join(CFLAGS), "-o", str(binary.parent / "t.opus"),
-               "--accept-review")
+    res = opus(
+        "build",
+        "--src",
+        str(binary.parent),
+        "--patch",
+        str(TARGETS / "tiny" / "fix.diff"),
+        "--binary",
+        str(binary),
+        "--cflags",
+        " ".join(CFLAGS),
+        "-o",
+        str(binary.parent / "t.opus"),
+        "--accept-review",
+    )
     if res.returncode != 0:
         _one_line_error(res, "tiny")
         assert "short" in res.stderr or "bytes" in res.stderr
         return
     p = run_target(binary)
-    _one_line_error(opus("apply", str(binary.parent / "t.opus"), "--pid", str(p.pid)), "tiny", "short")
+    _one_line_error(
+        opus("apply", str(binary.parent / "t.opus"), "--pid", str(p.pid)), "tiny", "short"
+    )
 
 
 def test_corrupt_and_tampered_bundles(run_target, built, bundle, tmp_path):
@@ -172,8 +213,16 @@ def test_stripped_binary_needs_debug_file(run_target, built, bundle, tmp_path):
     subprocess.run(["objcopy", "--only-keep-debug", str(binary), str(debug)], check=True)
     linked = tmp_path / "linked"
     linked.mkdir()
-    subprocess.run(["objcopy", "--strip-all", f"--add-gnu-debuglink={debug}", str(binary),
-                    str(linked / "counter")], check=True)
+    subprocess.run(
+        [
+            "objcopy",
+            "--strip-all",
+            f"--add-gnu-debuglink={debug}",
+            str(binary),
+            str(linked / "counter"),
+        ],
+        check=True,
+    )
     shutil.copy(debug, linked / "counter.debug")
     p2 = run_target(linked / "counter")
     apply_json(fix, p2.pid)
@@ -184,8 +233,12 @@ def test_process_exits_during_apply(run_target, built, bundle):
     _src, binary = built("busy")
     fix = bundle("busy")
     p = run_target(binary)
-    proc = subprocess.Popen([*OPUS, "apply", str(fix), "--pid", str(p.pid), "--timeout", "10"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*OPUS, "apply", str(fix), "--pid", str(p.pid), "--timeout", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)
     p.p.kill()
     _out, err = proc.communicate(timeout=60)

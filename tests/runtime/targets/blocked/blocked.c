@@ -34,7 +34,7 @@ static void *reader(void *arg)
 static void *sleeper(void *arg)
 {
     (void)arg;
-    struct timespec ts = {2, 0};
+    struct timespec ts = {6, 0}; /* long enough for the apply to land in the middle of it */
     double t0 = now();
     int r = nanosleep(&ts, NULL);
     int e = errno;
