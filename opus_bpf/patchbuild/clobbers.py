@@ -60,7 +60,7 @@ REGS = _register_names()
 
 _PREFIXES = {"lock", "rep", "repz", "repe", "repnz", "repne", "notrack", "bnd", "data16",
              "data32", "addr32", "cs", "ds", "es", "ss", "fs", "gs", "xacquire", "xrelease",
-             "rex", "rex.w", "rex.r", "rex.x", "rex.b"}
+             "rex"}
 # read-only although their last operand may be a register
 _READ_ONLY = re.compile(
     r"^(cmp[bwlq]?|test[bwlq]?|bt[wlq]?|v?u?comis[sdh]|v?ptest|vtestp[sd]|kortest[bwdq]|"
@@ -69,7 +69,7 @@ _READ_ONLY = re.compile(
     r"emms|[ls]dmxcsr|v[ls]dmxcsr|stmxcsr|vstmxcsr|fx?save\w*|xsave\w*|wr[fg]sbase|wrpkru|"
     r"wrmsr|out[bwl]?|monitor\w*|mwait\w*|serialize|leave[wlq]?|enter[wlq]?|popf[wlq]?|"
     r"v?maskmovdqu|maskmovq|bndc[lun]|incssp[dq]|setssbsy)$")
-# implicit register writes (explicit destination operands are added by the caller)
+# implicit register writes, on top of the explicit destination operand
 _IMPLICIT: dict[str, tuple[str, ...]] = {
     "cpuid": ("rax", "rcx", "rdx"), "rdtsc": ("rax", "rdx"), "rdtscp": ("rax", "rcx", "rdx"),
     "rdpmc": ("rax", "rdx"), "rdmsr": ("rax", "rdx"), "xgetbv": ("rax", "rdx"),
@@ -86,7 +86,8 @@ _IMPLICIT: dict[str, tuple[str, ...]] = {
 # we cannot bound what these write (context restores, transactions, key locker, VM exits)
 _OPAQUE = re.compile(r"^(\(bad\)|\.byte|\.word|xrstor\w*|fxrstor\w*|frstor\w*|xbegin|vmcall|"
                      r"vmmcall|sysenter|sysexit|sysret\w*|iret\w*|encodekey\w*|loadiwkey|"
-                     r"tdcall|seamcall|getsec|enclu|enclv|ins[bwl]?|outs[bwl]?)$")
+                     r"tdcall|seamcall|getsec|enclu|enclv|ins[bwl]?|outs[bwl]?|lcall\w*|ljmp\w*|"
+                     r"xcrypt\S*|xstore\S*|xsha\S*|montmul)$")
 _STRING = re.compile(r"^(movs|stos|lods|cmps|scas)[bwlq]?$")
 _STRING_WRITES = {"movs": ("rsi", "rdi"), "stos": ("rdi",), "lods": ("rax", "rsi"),
                   "cmps": ("rsi", "rdi"), "scas": ("rdi",)}
@@ -123,7 +124,7 @@ class _Elf:
         self.funcs: list[_Func] = []
         self.by_name: dict[str, list[_Func]] = {}
         self.plt: list[tuple[int, int]] = []
-        self.data: list[tuple[int, int, bytes]] = []  # read-only data for jump tables
+        self.data: list[tuple[int, int, int]] = []  # (addr, end, file offset): jump tables
         with open(path, "rb") as f:
             elf = ELFFile(f)
             for sec in elf.iter_sections():
@@ -131,7 +132,7 @@ class _Elf:
                 if name.startswith(".plt"):
                     self.plt.append((addr, addr + size))
                 elif name in (".rodata", ".data.rel.ro") and sec.header.sh_type != "SHT_NOBITS":
-                    self.data.append((addr, addr + size, sec.data()))
+                    self.data.append((addr, addr + size, sec.header.sh_offset))
             self._add_symbols(elf)
             debug = _debug_file(elf, path)
         if debug is not None:
@@ -168,9 +169,11 @@ class _Elf:
         return None
 
     def read(self, addr: int, size: int) -> bytes | None:
-        for lo, hi, blob in self.data:
+        for lo, hi, off in self.data:
             if lo <= addr and addr + size <= hi:
-                return blob[addr - lo: addr - lo + size]
+                with open(self.path, "rb") as f:
+                    f.seek(off + addr - lo)
+                    return f.read(size)
         return None
 
 
@@ -216,6 +219,11 @@ def _split_operands(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _is_prefix(token: str) -> bool:
+    t = token.lower()
+    return t in _PREFIXES or t.startswith(("rex.", "{"))  # {vex}/{evex} pseudo-prefixes
+
+
 def parse_line(line: str) -> Insn | None:
     """One objdump -d line -> Insn (None for headers, blank lines and `...`)."""
     m = _LINE.match(line)
@@ -226,9 +234,9 @@ def parse_line(line: str) -> Insn | None:
     if not tokens:
         return None
     prefixes = []
-    while len(tokens) > 1 and (tokens[0].lower() in _PREFIXES or tokens[0].startswith("{")):
+    while len(tokens) > 1 and _is_prefix(tokens[0]):
         prefixes.append(tokens.pop(0).lower())
-    if tokens and tokens[0].lower() in _PREFIXES:  # a lone prefix byte
+    if tokens and _is_prefix(tokens[0]):  # a lone prefix byte
         prefixes.append(tokens.pop(0).lower())
         return Insn(int(m.group(1), 16), "nop", (), tuple(prefixes), comment.strip())
     mnemonic = tokens[0].lower()
@@ -448,8 +456,9 @@ def clobbered_registers(elf_path: str, address: int, size: int, *, depth: int = 
                         ) -> frozenset[str] | None:
     """Caller-saved registers a function (link-time address+size in elf_path) may write,
     including through direct calls to functions of the same file (followed up to `depth`); a
-    call through the PLT, an indirect call/jmp, or anything not understood -> the full
-    caller-saved set. None if the function cannot be disassembled."""
+    call through the PLT, an indirect call, an indirect jmp that is not a jump table into this
+    function, or anything not understood -> the full caller-saved set (CALLER_SAVED: rax, rcx,
+    rdx, rsi, rdi, r8-r11, xmm0-31, k0-7). None if the function cannot be disassembled."""
     return _Walker(upper=True).function(elf_path, address, address + size, depth)
 
 
