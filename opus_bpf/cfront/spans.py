@@ -214,6 +214,12 @@ def _header_name(header: tuple[Token, ...], names: set[str] | None) -> str | Non
              if header[k].kind == "id" and header[k + 1].text == "("]
     if names is not None:
         hits = [c for c in cands if c in names]
+        if not hits:
+            # a parenthesized name, as in "int (f) (void)" (defeats function-like macros)
+            hits = [header[k].text for k in range(1, len(header) - 2)
+                    if header[k].kind == "id" and header[k].text in names
+                    and header[k - 1].text == "(" and header[k + 1].text == ")"
+                    and header[k + 2].text == "("]
         return hits[0] if hits else None
     cands = [c for c in cands if c not in _NOT_NAMES]
     return cands[0] if cands else None

@@ -334,8 +334,17 @@ class _Generator:
         by_name: dict[str, list[FunctionSpan]] = {}
         for sp in spans:
             by_name.setdefault(sp.name, []).append(sp)
+        lines = _Lines(self.text)
         for name in patch_side:
             got = by_name.get(name, [])
+            if len(got) > 1:
+                # "#if A / def / #else / def / #endif": the AST's line says which one is live
+                line = new_fns[name].line
+                live = [sp for sp in got
+                        if lines.line(sp.start) <= line <= lines.line(sp.body_open)]
+                if len(live) == 1:
+                    spans = [sp for sp in spans if sp.name != name or sp is live[0]]
+                    got = live
             if len(got) != 1:
                 why = ("is defined more than once in the text (#if branches?)" if got else
                        "cannot be found in the source text (defined through a macro?)")
@@ -345,7 +354,6 @@ class _Generator:
             self.out.warnings.append(f"definition of unchanged {name} not found in the text "
                                      f"(macro-generated?); kept as is in the patch TU")
 
-        lines = _Lines(self.text)
         toks = tokenize(self.text)
         starts = [t.start for t in toks]
         pieces: list[str] = []

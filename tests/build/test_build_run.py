@@ -48,6 +48,7 @@ def run_patched(binary: Path, bundle: Path, preload: Path, tmp: Path, *args: str
         slots.append(f"{so_syms[bd.slot]:x}:{sym.value:x}")
     for fn in b.manifest.functions:
         old = (tgt.local_sym(fn.file, fn.name)[0] if fn.static else tgt.global_sym(fn.name))
+        assert old.size >= 12, f"{fn.name}: the harness writes a 12-byte jump"
         jumps.append(f"{old.value:x}:{so_syms[fn.new_symbol]:x}")
     env = dict(os.environ, LD_PRELOAD=str(preload), OPUS_SO=str(so),
                OPUS_SLOTS=",".join(slots), OPUS_JUMPS=",".join(jumps))
@@ -186,3 +187,56 @@ def test_unoptimized_target(preload, make_diff, tmp_path: Path) -> None:
     p = run_patched(binary, out, preload, tmp_path, "aaa", "bb")
     # helper: scount 4 then 6; counter += 8, then += 12
     assert p.stdout == "counter=20 scount=6 last=bb hits=2 twice=40\n", p.stderr
+
+
+IFDEF_SRC = """\
+#include <stdio.h>
+static int total;
+#ifdef FAST
+static int __attribute__((noinline)) step(int x)
+{
+    return x;
+}
+#else
+static int __attribute__((noinline)) step(int x)
+{
+    total += x;
+    return total;
+}
+#endif
+int __attribute__((noinline)) (twice)(int x)
+{
+    int r = 2 * step(x);
+    if (r > 999)
+        puts("big");
+    return r;
+}
+int main(int argc, char **argv)
+{
+    (void)argv;
+    int r = twice(argc);
+    printf("%d %d\\n", r, total);
+    return 0;
+}
+"""
+
+
+def test_definition_chosen_by_preprocessor_and_parenthesized_name(preload, tmp_path: Path
+                                                                    ) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "p.c").write_text(IFDEF_SRC)
+    binary = tmp_path / "p"
+    subprocess.run(["gcc", *CFLAGS, "-o", str(binary), "p.c"], cwd=src, check=True)
+    new = (IFDEF_SRC.replace("    total += x;\n    return total;", "    total += 10 * x;\n"
+                                                                  "    return total;")
+           .replace("int r = 2 * step(x);", "int r = 3 * step(x);"))
+    from conftest import unified_diff
+    diff = tmp_path / "p.diff"
+    diff.write_text(unified_diff(src, "p.c", new))
+    out = tmp_path / "p.opus"
+    res = build_bundle(src, diff, binary, out, cflags=CFLAGS)
+    assert res.functions_replaced == ["step", "twice"]
+    assert subprocess.run([str(binary), "x"], capture_output=True, text=True).stdout == "4 2\n"
+    p = run_patched(binary, out, preload, tmp_path, "x")
+    assert p.stdout == "60 20\n", p.stderr
