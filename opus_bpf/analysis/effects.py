@@ -102,6 +102,15 @@ def covered(loc: Loc, old: set[Loc]) -> bool:
     return any("[]" not in path[i:] and (kind, name, path[:i]) in old for i in range(len(path)))
 
 
+class Summaries(dict[str, list[Effect]]):
+    """Per TU function: its non-local writes, and (`returns`) where a pointer it returns may
+    point, both in the callee's terms (parameters by name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.returns: dict[str, set[Loc]] = {}
+
+
 class FunctionEffects:
     """Flow-insensitive points-to facts and the non-local writes of one function."""
 
@@ -109,6 +118,7 @@ class FunctionEffects:
         self.idx = idx
         self.scope = Scope(idx, fd)
         self.summaries = summaries
+        self.returns_of: dict[str, set[Loc]] = getattr(summaries, "returns", {})
         self.contents: dict[str, set[Loc]] = {}
         self.final = False
         for p in self.scope.params:
@@ -116,6 +126,10 @@ class FunctionEffects:
         self._solve()
         self.final = True
         self.effects = self._writes()
+        self.returns: set[Loc] = set()
+        for n in walk(fd.body):
+            if isinstance(n, c_ast.Return) and n.expr is not None and self._is_ptr(n.expr):
+                self.returns |= {loc for loc in self.val(n.expr) if loc[0] != "local"}
 
     # ---- points-to ----------------------------------------------------------------------
     def lv(self, e: c_ast.Node) -> set[Loc]:
@@ -218,6 +232,8 @@ class FunctionEffects:
                 out.add(("heap", "heap", ()))
             if name in libtable.RETURNS_ARG and len(args) > libtable.RETURNS_ARG[name]:
                 out |= self.val(args[libtable.RETURNS_ARG[name]])
+            if name in self.returns_of and self.returns_of[name]:
+                out |= self._map_to_caller(name, self.returns_of[name], args)
             if not out:
                 out.add(("unknown", f"{c_text(e.name)}()", ()))
             return out
@@ -377,6 +393,22 @@ class FunctionEffects:
                        f"{name}() is not defined in this file; its effects are unknown",
                        value="call")]
 
+    def _map_to_caller(self, name: str, locs: set[Loc], args: list) -> set[Loc]:
+        """Callee locations in caller terms: its parameters become what the arguments point to."""
+        params = Scope.param_names(self.idx.functions[name])
+        out: set[Loc] = set()
+        for loc in locs:
+            if loc[0] != "param":
+                out.add(loc)
+                continue
+            i = params.index(loc[1]) if loc[1] in params else len(args)
+            if i >= len(args):
+                out.add(("unknown", f"{name}() argument", loc[2]))
+                continue
+            for o in self.val(args[i]):
+                out.add(_extend(o, loc[2][1:]))
+        return out
+
     def _apply_summary(self, name: str, call: c_ast.FuncCall, args: list) -> list[Effect]:
         out = []
         callee = self.summaries[name]
@@ -405,7 +437,7 @@ class FunctionEffects:
         return out
 
 
-def summarize(idx: TUIndex, roots: Iterable[str]) -> dict[str, list[Effect]]:
+def summarize(idx: TUIndex, roots: Iterable[str]) -> Summaries:
     """Non-local effects of every TU function reachable from `roots`, callees first.
 
     Strongly connected components (recursion) iterate to a fixed point, bounded at 6 rounds.
@@ -424,17 +456,22 @@ def summarize(idx: TUIndex, roots: Iterable[str]) -> dict[str, list[Effect]]:
         graph[f] = callees
         todo.extend(c for c in callees if c not in graph)
 
-    summaries: dict[str, list[Effect]] = {}
+    summaries = Summaries()
     for scc in _sccs(graph):
         for f in scc:
             summaries[f] = []
+            summaries.returns[f] = set()
         for _ in range(6):
             changed = False
             for f in scc:
-                effs = _dedup(FunctionEffects(idx, idx.functions[f], summaries).effects)
+                fe = FunctionEffects(idx, idx.functions[f], summaries)
+                effs = _dedup(fe.effects)
                 if {(e.loc, e.value) for e in effs} != {(e.loc, e.value) for e in summaries[f]}:
                     changed = True
+                if fe.returns != summaries.returns[f]:
+                    changed = True
                 summaries[f] = effs
+                summaries.returns[f] = fe.returns
             if not changed or len(scc) == 1 and scc[0] not in graph[scc[0]]:
                 break
     return summaries

@@ -1698,6 +1698,55 @@ struct st { int count; } g_state; void bump(void) { struct st *p = &g_state; p->
 """)
 
 
+case("helper_returns_pointer_into_param", "review", "find() returns a pointer into its parameter; the caller's write through it lands in the caller's table.",
+PRE + """
+struct item { int id; int hits; };
+struct table { struct item items[8]; };
+static struct item *find(struct table *t, int id) { return &t->items[id & 7]; }
+int touch(struct table *t, int id)
+{
+    struct item *it = find(t, id);
+    return it->id;
+}
+""", PRE + """
+struct item { int id; int hits; };
+struct table { struct item items[8]; };
+static struct item *find(struct table *t, int id) { return &t->items[id & 7]; }
+int touch(struct table *t, int id)
+{
+    struct item *it = find(t, id);
+    it->hits++; //! touch:write-param
+    return it->id;
+}
+""")
+
+case("helper_returns_pointer_into_local_safe", "safe", "The same helper handed a local table: the write stays in the frame.",
+PRE + """
+struct item { int id; int hits; };
+struct table { struct item items[8]; };
+static struct item *find(struct table *t, int id) { return &t->items[id & 7]; }
+int probe(int id)
+{
+    struct table tmp;
+    struct item *it = find(&tmp, id);
+    it->id = id;
+    return it->id;
+}
+""", PRE + """
+struct item { int id; int hits; };
+struct table { struct item items[8]; };
+static struct item *find(struct table *t, int id) { return &t->items[id & 7]; }
+int probe(int id)
+{
+    struct table tmp;
+    struct item *it = find(&tmp, id);
+    it->id = id;
+    it->hits = 0;
+    return it->id;
+}
+""")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, verdict, note, old, new) in enumerate(CASES, 1):
