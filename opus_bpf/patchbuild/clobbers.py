@@ -464,16 +464,19 @@ def clobbered_registers(elf_path: str, address: int, size: int, *, depth: int = 
 
 def proven_clobbers(elf_path: str, address: int, size: int, *, depth: int = 4
                     ) -> frozenset[str] | None:
-    """Lower bound: registers the function certainly may write (gcc's view of the old function
-    includes at least these). Calls through the PLT or a pointer still count as everything,
-    as they do for gcc; what we do not understand counts as nothing."""
+    """Lower bound, for the old function: registers it provably writes, so gcc's view of it
+    (what its callers rely on) includes at least these. Calls through the PLT or a pointer
+    count as everything, as they do for gcc; what we do not understand counts as nothing."""
     return _Walker(upper=False).function(elf_path, address, address + size, depth)
 
 
 def ipa_ra_risk(target_elf: str, old_addr: int, old_size: int, patch_so: str, new_addr: int,
                 new_size: int) -> frozenset[str]:
     """Caller-saved registers the new function may clobber that the old one never did (empty =
-    safe). Calls from the patch through `__opus_ref_` slots are followed into target_elf."""
+    safe). Empty is also safe for callers of functions that call the old one: gcc's view of
+    such a function includes the old function's set. Calls from the patch through `__opus_ref_`
+    slots are followed into target_elf. An old function we cannot disassemble counts as
+    writing nothing, a new one as writing everything."""
     old = proven_clobbers(target_elf, old_addr, old_size)
     walker = _Walker(upper=True, target_elf=target_elf)
     new = walker.function(patch_so, new_addr, new_addr + new_size, 4)

@@ -284,6 +284,22 @@ def test_ipa_ra_keeps_xmm_registers_too(bins: dict[str, str]) -> None:
     assert "xmm0" in got and got <= {f"xmm{i}" for i in range(16)}
 
 
+def test_vzeroupper_clobbers_xmm_as_gcc_assumes(tmp_path: Path) -> None:
+    """gcc's ipa-ra counts vzeroupper as writing the xmm registers: a caller spills doubles it
+    could otherwise keep in xmm1/xmm2 across a call to an AVX leaf that only names ymm0."""
+    src = tmp_path / "avx.c"
+    src.write_text(
+        "typedef float v8 __attribute__((vector_size(32)));\n"
+        "__attribute__((noinline)) static int vz(v8 *p, int n)\n"
+        "{ v8 s = {0}; for (int i = 0; i < n; i++) s += p[i]; return (int)s[0]; }\n"
+        "double c3(double a, double b, double c, v8 *p, int n)\n"
+        "{ int x = vz(p, n); return a * x + b * c; }\n")
+    so = gcc(tmp_path / "avx.so", "-O2", "-mavx2", "-fPIC", "-shared", str(src))
+    assert "vzeroupper" in disasm(so, "vz")
+    assert re.search(r"vmovsd\s+%xmm1,", disasm(so, "c3"))  # spilled before the call
+    assert {f"xmm{i}" for i in range(16)} <= (clob(so, "vz") or set())
+
+
 # ---- built_without_ipa_ra ---------------------------------------------------------------------
 
 def test_built_without_ipa_ra(bins: dict[str, str]) -> None:
