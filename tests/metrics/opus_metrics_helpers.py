@@ -153,25 +153,30 @@ JOB = "opus-bpf"
 
 def install_prometheus() -> str | None:
     """Find prometheus, installing Debian's package if we are root and it is missing."""
-    exe = shutil.which("prometheus")
+    return install_debian("prometheus", "prometheus")
+
+
+def install_debian(package: str, exe_name: str) -> str | None:
+    """Find `exe_name`, installing Debian's `package` if we are root and it is missing."""
+    exe = shutil.which(exe_name)
     if exe:
         return exe
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return None
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
-                ["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]):
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
+    for cmd in (install, ["apt-get", "update", "-qq"], install):
         subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
-        if shutil.which("prometheus"):
+        if shutil.which(exe_name):
             break
-    return shutil.which("prometheus")
+    return shutil.which(exe_name)
 
 
 class Prom:
     """A Prometheus server started for one test module, and its HTTP API."""
 
-    def __init__(self, exe: str, tmp: Path, targets: list[str]) -> None:
+    def __init__(self, exe: str, tmp: Path, targets: list[str], job: str = JOB,
+                 honor_labels: bool = False) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         cfg = tmp / "prometheus.yml"
@@ -180,7 +185,8 @@ class Prom:
             # can take over a second to answer
             "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\n"
             f"rule_files:\n  - {ALERTS}\n"
-            f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n"
+            f"scrape_configs:\n  - job_name: {job}\n"
+            f"    honor_labels: {'true' if honor_labels else 'false'}\n    static_configs:\n"
             f"      - targets: {json.dumps(targets)}\n"
         )
         self.log_path = tmp / "prometheus.log"
