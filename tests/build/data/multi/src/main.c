@@ -7,6 +7,8 @@ static int count;
 int __attribute__((noinline)) step(int i)
 {
     count += i;
+    if (i < 0)
+        puts("negative");
     return bump(i);
 }
 

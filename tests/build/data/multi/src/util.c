@@ -1,4 +1,5 @@
 /* Second TU: a static with the same name as one in main.c, a global other TUs use. */
+#include <stdio.h>
 #include "util.h"
 
 static int count;
@@ -6,6 +7,8 @@ int total;
 
 static int __attribute__((noinline)) scale(int v)
 {
+    if (v < 0)
+        fprintf(stderr, "negative %d\n", v);
     return v * SCALE;
 }
 
