@@ -31,7 +31,7 @@ from opus_bpf.agent import procs
 from opus_bpf.agent.apply import ALREADY, GIVE_UP, GONE, apply_one, classify, process_patches
 from opus_bpf.agent.buildid import BuildIdCache
 from opus_bpf.agent.bundles import BundleInfo, scan_patch_dir
-from opus_bpf.agent.http import make_app, serve_http
+from opus_bpf.agent.httpd import make_app, serve_http
 from opus_bpf.agent.state import AppliedPatch, State
 
 log = logging.getLogger("opus_bpf.agent")
