@@ -200,6 +200,10 @@ class Report:
                 }]
             if res["ruleIndex"] < 0:
                 del res["ruleIndex"]
+            props = {k: v for k, v in (("function", fd.function), ("via", fd.via),
+                                       ("target", fd.target), ("usedBy", fd.used_by)) if v}
+            if props:
+                res["properties"] = props
             results.append(res)
         rules = [{
             "id": k,
@@ -221,6 +225,13 @@ class Report:
                     "rules": rules,
                 }},
                 "results": results,
+                "invocations": [{
+                    "executionSuccessful": True,
+                    "exitCode": self.exit_code,
+                    "toolExecutionNotifications": [
+                        {"level": "note", "message": {"text": n}} for n in self.notes
+                    ],
+                }],
                 "properties": {"verdict": self.verdict.value},
             }],
         }

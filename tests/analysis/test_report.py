@@ -103,6 +103,8 @@ def test_sarif_shape(report) -> None:
         phys = loc["physicalLocation"]
         assert phys["artifactLocation"]["uri"] == "src/demo.c"
         assert isinstance(phys["region"]["startLine"], int) and phys["region"]["startLine"] >= 1
+    [inv] = run["invocations"]
+    assert inv["executionSuccessful"] is True and inv["exitCode"] == 4
     levels = {r["ruleId"]: r["level"] for r in run["results"]}
     assert levels["main-function"] == "error" and levels["write-global"] == "warning"
 
