@@ -110,6 +110,19 @@ def test_dashboard_uses_conventions() -> None:
     dash = json.loads(DASHBOARD.read_text())
     names = {v["name"] for v in dash["templating"]["list"]}
     assert {"datasource", "job", "instance"} <= names
+    panels = dash["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
+    cells: set[tuple[int, int]] = set()
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"panel {p['title']!r} overlaps another"
+        cells |= mine
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == "${datasource}", p["title"]
+            assert p.get("description"), f"panel {p['title']!r} says nothing about itself"
     for title, expr in dashboard_queries():
         if "rate(" in expr or "increase(" in expr:
             assert "[$__rate_interval]" in expr or "[$__range]" in expr, (title, expr)
