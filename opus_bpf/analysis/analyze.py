@@ -71,6 +71,7 @@ def analyze_patch(old_tus: Any, new_tus: Any, *, old_root: str | os.PathLike[str
 
 
 def _pair(old_tus: Any, new_tus: Any) -> list[tuple[str, Any, Any]]:
+    """Match old and new TUs: by key, by path when all have one, else by position."""
     if isinstance(old_tus, Mapping) and isinstance(new_tus, Mapping):
         return [(k, old_tus[k], new_tus[k]) for k in old_tus if k in new_tus]
     single = (c_ast.FileAST, Unit)
@@ -92,6 +93,7 @@ def _pair(old_tus: Any, new_tus: Any) -> list[tuple[str, Any, Any]]:
 
 
 def _coord(node: c_ast.Node | None) -> tuple[str | None, int | None]:
+    """(file, line) of a node, file normalised so ./x.h and x.h are one place."""
     c = getattr(node, "coord", None)
     if c is None:
         return None, None
@@ -126,10 +128,12 @@ class _Side:
         return self._refs
 
     def code(self, node: c_ast.Node) -> str:
+        """The source line a finding quotes (generated C when the file is not readable)."""
         f, ln = _coord(node)
         return self.idx.sources.line(f, ln) or c_text(node)
 
     def noreturn(self, name: str) -> bool:
+        """Declared noreturn by keyword, C23 attribute, or GNU attribute in the raw text."""
         fd = self.idx.functions.get(name)
         decls = [d for d in (fd.decl if fd else None, self.idx.prototypes.get(name)) if d]
         for d in decls:
@@ -217,6 +221,7 @@ def _affected_types(side: _Side, changed: set[TypeKey]) -> set[TypeKey]:
 
 def _global_findings(old: _Side, new: _Side, report: Report) -> None:
     # --- type definitions -------------------------------------------------------------------
+    """File-scope rules: changed types that code uses, new or changed globals."""
     ot, nt = old.types(), new.types()
     changed = {k for k in ot if k in nt and old.idx.fp(ot[k]) != new.idx.fp(nt[k])}
     for k in sorted(changed):
@@ -296,6 +301,7 @@ def _read_only(d: c_ast.Decl, idx: TUIndex) -> bool:
 
 
 def _sig_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef, new: _Side) -> list[Finding]:
+    """Callers were compiled against the old signature; any change breaks them."""
     out: list[Finding] = []
     f, ln = _coord(n.decl)
     ot, nt = o.decl.type, n.decl.type
@@ -361,6 +367,7 @@ def _breaks_out(body: c_ast.Node | None) -> bool:
 
 
 def never_returns(fd: c_ast.FuncDef, side: _Side) -> bool:
+    """A function no thread ever leaves can never be swapped out safely."""
     if side.noreturn(fd.decl.name):
         return True
     if any(isinstance(n, c_ast.Return) for n in walk(fd.body)):
@@ -370,6 +377,7 @@ def never_returns(fd: c_ast.FuncDef, side: _Side) -> bool:
 
 def _stack_findings(name: str, o: c_ast.FuncDef | None, n: c_ast.FuncDef,
                     old: _Side, new: _Side) -> list[Finding]:
+    """Functions that are always on some stack never reach quiescence."""
     f, ln = _coord(n.decl)
     code = new.code(n.decl)
     out = []
@@ -390,6 +398,7 @@ def _stack_findings(name: str, o: c_ast.FuncDef | None, n: c_ast.FuncDef,
 
 def _static_local_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,
                            old: _Side, new: _Side) -> list[Finding]:
+    """Local statics live in the target; new ones have no storage there."""
     os_ = Scope(old.idx, o).local_statics
     out = []
     for sname, d in Scope(new.idx, n).local_statics.items():
@@ -409,6 +418,7 @@ def _static_local_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,
 
 def _write_findings(name: str, old_effects: list[Effect], new_effects: list[Effect],
                     new: _Side) -> list[Finding]:
+    """Non-local writes of the new body that the old body did not make (or stored differently)."""
     old_locs = {e.loc for e in old_effects}
     old_values: dict[Loc, set[str]] = {}
     for e in old_effects:
@@ -498,6 +508,7 @@ def _values_covering(loc: Loc, old_values: dict[Loc, set[str]]) -> set[str]:
 
 def _return_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,
                      old: _Side, new: _Side) -> list[Finding]:
+    """Values the new body can return that the old body could not."""
     def points_to(side: _Side, fd: c_ast.FuncDef):
         fe = FunctionEffects(side.idx, fd, side.summaries)
         return lambda e: {f"{loc[0]}:{render(loc)}" for loc in fe.val(e)}
@@ -517,6 +528,7 @@ def _return_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,
 
 
 def _analyze_pair(ou: Unit, nu: Unit, report: Report) -> None:
+    """All rules for one old/new TU pair, appended to `report`."""
     old, new = _Side(ou), _Side(nu)
     _global_findings(old, new, report)
 

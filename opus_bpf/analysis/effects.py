@@ -172,6 +172,7 @@ class FunctionEffects:
         return is_pointerish(self.scope.type_of(e), self.idx) is not False
 
     def pointee(self, locs: Iterable[Loc]) -> set[Loc]:
+        """Where pointers stored at these locations may point."""
         out: set[Loc] = set()
         for loc in locs:
             if loc[0] == "local":
@@ -339,6 +340,7 @@ class FunctionEffects:
         return f"={self._norm(r)}"
 
     def _writes(self) -> list[Effect]:
+        """Every non-local store of the body: assignments, ++/--, and calls."""
         out: list[Effect] = []
         for n in walk(self.scope.fd.body):
             target = None
@@ -358,6 +360,7 @@ class FunctionEffects:
         return out
 
     def _call_effects(self, call: c_ast.FuncCall) -> list[Effect]:
+        """What a call writes: TU helpers by summary, libc by table, the rest unknown."""
         name = call.name.name if isinstance(call.name, c_ast.ID) else None
         args = call.args.exprs if call.args is not None else []
         sc = self.scope
@@ -410,6 +413,7 @@ class FunctionEffects:
         return out
 
     def _apply_summary(self, name: str, call: c_ast.FuncCall, args: list) -> list[Effect]:
+        """A helper's writes in caller terms: its parameters become the arguments' targets."""
         out = []
         callee = self.summaries[name]
         fd = self.idx.functions[name]

@@ -78,6 +78,7 @@ def analyze_sources(old_src: str, new_src: str, name: str = "input.c",
 def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list[str],
                    db: dict[str, tuple[list[str], str]],
                    optional: set[str] | None = None) -> Report:
+    """Parse old and new of each file; unparsable ones become findings (or notes when optional)."""
     olds: dict[str, Unit] = {}
     notes: list[str] = []
     news: dict[str, Unit] = {}
@@ -145,6 +146,7 @@ def parse_unit(root: Path, rel: str, flags: list[str]) -> Unit:
 
 # ---- patch handling -----------------------------------------------------------------------
 def _diff_paths(text: str) -> list[tuple[str, str]]:
+    """(old, new) file names of each file section of a unified diff."""
     out = []
     old = None
     for line in text.splitlines():
@@ -178,6 +180,7 @@ def apply_patch(root: Path, patch_file: Path) -> list[str]:
 
 
 def _includes(text: str, names: set[str]) -> bool:
+    """Does the text #include a file with one of these names?"""
     return any(Path(m.group(1)).name in names for m in _INCLUDE.finditer(text))
 
 

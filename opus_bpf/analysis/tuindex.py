@@ -192,6 +192,7 @@ class TUIndex:
         return proto is not None and "static" in decl_storage(proto)
 
     def is_inline(self, name: str) -> bool:
+        """Inline in any declaration: callers may carry their own copy."""
         fd = self.functions.get(name)
         spec = list(fd.decl.funcspec or []) if fd is not None else []
         proto = self.prototypes.get(name)
@@ -261,6 +262,7 @@ class Scope:
         return "unknown"
 
     def type_of_name(self, name: str) -> c_ast.Node | None:
+        """Declared type of a name in this function's scope (array parameters are pointers)."""
         if name in self.locals:
             return self.locals[name]
         if name in self.local_statics:

@@ -120,6 +120,7 @@ class RetValue:
 
 
 def _value_key(e: c_ast.Node, scope: Scope, points_to: PointsTo | None) -> tuple[str, str]:
+    """The comparable identity of a returned expression, and how to show it."""
     v = const_eval(e, scope.idx)
     if v is not None:
         return f"const:{v}", c_text(e) if c_text(e) == str(v) else f"{c_text(e)} (= {v})"
