@@ -128,6 +128,16 @@ class Report:
     def function(self, name: str) -> FunctionResult | None:
         return next((f for f in self.functions if f.name == name), None)
 
+    def first_reason(self, verdict: Verdict | str | None = None) -> str:
+        """One line for refusal messages: the first finding with the given (default: the
+        overall) verdict, file-scope findings (types, globals, parse errors) included."""
+        want = Verdict(verdict) if verdict is not None else self.verdict
+        for f in self.all_findings():
+            if f.verdict is want:
+                who = f"{f.function}: " if f.function else ""
+                return f"{who}{f.message} ({_where(f)})"
+        return ""
+
     def all_findings(self) -> list[Finding]:
         out = list(self.global_findings)
         for f in self.functions:

@@ -114,3 +114,12 @@ def test_safe_report_renders() -> None:
     assert r.verdict is Verdict.SAFE and r.functions == []
     assert "no function changed" in r.to_text()
     assert r.to_sarif()["runs"][0]["results"] == []
+
+
+def test_first_reason_covers_file_scope() -> None:
+    r = analyze_sources("int limit = 4;\nint f(void) { return limit; }\n",
+                        "int limit = 8;\nint f(void) { return limit; }\n", name="x.c")
+    assert r.verdict is Verdict.UNSUPPORTED and r.functions == []
+    assert r.first_reason().startswith("initialiser of global limit changed")
+    assert r.first_reason().endswith("(x.c:1)")
+    assert r.first_reason("review") == ""
