@@ -102,7 +102,7 @@ def test_patched_helper_copy_and_new_function(counter_bins, preload, make_diff,
 MULTI = DATA / "multi" / "src"
 
 
-@pytest.fixture(scope="module", params=["in-tree", "out-of-tree"])
+@pytest.fixture(scope="module", params=["in-tree", "out-of-tree", "cmake"])
 def multi_build(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """The two-file program built from a copy, with its compile_commands.json: compiled in
     the source directory, or in a separate build directory with ../src paths."""
@@ -113,15 +113,22 @@ def multi_build(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     objs.mkdir()
     if request.param == "in-tree":
         workdir, prefix, inc = src, "", "-Iinclude"
-    else:
+    elif request.param == "out-of-tree":
         workdir, prefix, inc = d / "build", "../src/", "-I../src/include"
+        workdir.mkdir()
+    else:  # CMake: absolute paths everywhere, a "command" string, a build directory
+        workdir, prefix, inc = d / "build", f"{src}/", f"-I{src}/include"
         workdir.mkdir()
     cmds = []
     for f in ("main.c", "util.c"):
         args = ["gcc", *CFLAGS, "-fPIE", inc, "-Wall", "-c", "-o",
                 str(objs / f.replace(".c", ".o")), prefix + f]
         subprocess.run(args, cwd=workdir, check=True)
-        cmds.append({"directory": str(workdir), "file": prefix + f, "arguments": args})
+        if request.param == "cmake":
+            cmds.append({"directory": str(workdir), "file": prefix + f,
+                         "command": " ".join(["/usr/bin/cc", *args[1:]])})
+        else:
+            cmds.append({"directory": str(workdir), "file": prefix + f, "arguments": args})
     binary = d / "multi"
     subprocess.run(["gcc", "-pie", "-o", str(binary), str(objs / "main.o"),
                     str(objs / "util.o")], check=True)
