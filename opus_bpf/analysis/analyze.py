@@ -67,7 +67,21 @@ def analyze_patch(old_tus: Any, new_tus: Any, *, old_root: str | os.PathLike[str
         if new_root is not None and nu.root is None:
             nu.root = str(new_root)
         _analyze_pair(ou, nu, report)
+    _dedup_functions(report)
     return report
+
+
+def _dedup_functions(report: Report) -> None:
+    """A function from a shared header (a static inline) shows up once per TU: keep one."""
+    seen: dict[tuple, FunctionResult] = {}
+    out = []
+    for fr in report.functions:
+        key = (fr.name, fr.file, fr.line, fr.status)
+        if key in seen:
+            continue
+        seen[key] = fr
+        out.append(fr)
+    report.functions = out
 
 
 def _pair(old_tus: Any, new_tus: Any) -> list[tuple[str, Any, Any]]:

@@ -265,3 +265,18 @@ def test_cli_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
                    "--cflags", " ".join(FLAGS), "--json"])
     data = json.loads(capsys.readouterr().out)
     assert rc == 3 and data["verdict"] == "review"
+
+
+def test_header_inline_change_reported_once(tmp_path: Path) -> None:
+    """A static inline in a header included by two TUs: one finding, not one per TU."""
+    for side, body in (("old", "return v < 0 ? 0 : v;"), ("new", "return v < 0 ? 0 : v & 255;")):
+        root = tmp_path / side
+        root.mkdir()
+        (root / "util.h").write_text(f"static inline int clampi(int v) {{ {body} }}\n")
+        (root / "a.c").write_text('#include "util.h"\nint a(int v) { return clampi(v); }\n')
+        (root / "b.c").write_text('#include "util.h"\nint b(int v) { return clampi(v) + 1; }\n')
+    diff = _diff(tmp_path, tmp_path / "old", tmp_path / "new")
+    report = analyze_tree(tmp_path / "old", diff)
+    assert report.files == ["a.c", "b.c"]
+    assert [(f.name, f.file) for f in report.functions] == [("clampi", "util.h")]
+    assert [f.kind for f in report.all_findings()] == ["inline-changed", "new-return-value"]
