@@ -200,8 +200,7 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
     *src_dir*; *compile_commands* gives per-file flags instead. Paths into *src_dir* (in either)
     are redirected to the patched copy, so changed headers are seen. *cc* overrides the
     compiler (default: the compile command's, without launchers like ccache; else gcc).
-    *keep_dir*, when set,
-    receives the patched tree and generated TUs for inspection.
+    *keep_dir*, when set, receives the patched tree and generated TUs for inspection.
     """
     src = Path(src_dir).resolve()
     if not src.is_dir():
@@ -214,7 +213,11 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
     tmp = Path(tempfile.mkdtemp(prefix="opus-build-"))
     try:
         tree = tmp / "tree"
-        copy_tree(src, tree)
+        try:
+            copy_tree(src, tree)
+        except (OSError, shutil.Error) as e:
+            raise BuildError(f"cannot copy --src {src} to a work directory: {e}; check "
+                             f"permissions and free space in {tmp.parent}") from e
         file_changes = apply_patch(tree, Path(patch_file))
         units = _select_units(file_changes, src, tree, flags, compdb)
         t0 = time.monotonic()
@@ -271,8 +274,7 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
             # debug info and __FILE__ name the user's tree, not the deleted temporary copy
             prefix_map = f"-ffile-prefix-map={tree}={src}"
             _run([u.new_cmd.compiler, *args, *PATCH_CFLAGS, prefix_map, "-c",
-                  u.new_cmd.file_arg, "-o",
-                  str(obj)],
+                  u.new_cmd.file_arg, "-o", str(obj)],
                  u.new_cmd.directory, f"compiling the patch TU for {u.rel}")
             objects.append(str(obj))
         link_extra = [a for a in compile_flags(units[0].new_cmd.args)
