@@ -382,3 +382,13 @@ def test_changed_initializers_warn(counter_bins, make_diff, tmp_path: Path) -> N
     text = "\n".join(res.warnings)
     assert "declaration of scount changed" in text
     assert "declaration of handle's static calls changed" in text
+
+
+def test_compile_error_names_the_new_source_line(counter_bins, make_diff,
+                                                 tmp_path: Path) -> None:
+    diff = make_diff([("    calls++;", "    calls += no_such_variable;")])
+    with pytest.raises(BuildError) as ei:
+        build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "e.opus", cflags=CFLAGS)
+    msg = ei.value.message
+    assert msg.startswith("compiling the patch TU for server.c failed: server.c:39:")
+    assert "no_such_variable" in msg and "\n" not in msg
