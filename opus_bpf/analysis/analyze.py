@@ -8,7 +8,7 @@ one; everything else needs a person (review) or a different mechanism (unsupport
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pycparser import c_ast
@@ -49,16 +49,19 @@ def _type_message(target: str, users: list[str]) -> str:
 
 
 def analyze_patch(old_tus: Any, new_tus: Any, *, old_root: str | os.PathLike[str] | None = None,
-                  new_root: str | os.PathLike[str] | None = None) -> Report:
+                  new_root: str | os.PathLike[str] | None = None,
+                  thread_routines: Iterable[str] = ()) -> Report:
     """Analyse every changed function of each (old, new) TU pair.
 
     Accepts single TUs, sequences (paired by path when every TU has one, else by position) or
     mappings path -> TU; a TU is a cfront TranslationUnit, a pycparser FileAST or a `Unit`.
     `old_root`/`new_root` are the directories the TUs were parsed in (cfront's `cwd`): with
     them the report quotes source lines and the macro and GNU-noreturn rules can read the raw
-    text.
+    text. `thread_routines` names start routines known from elsewhere (other TUs of the
+    program; analyze_tree scans the whole tree for pthread_create calls).
     """
     report = Report()
+    extra_threads = set(thread_routines)
     for name, old, new in _pair(old_tus, new_tus):
         report.files.append(name)
         ou, nu = as_unit(old), as_unit(new)
@@ -66,7 +69,7 @@ def analyze_patch(old_tus: Any, new_tus: Any, *, old_root: str | os.PathLike[str
             ou.root = str(old_root)
         if new_root is not None and nu.root is None:
             nu.root = str(new_root)
-        _analyze_pair(ou, nu, report)
+        _analyze_pair(ou, nu, report, extra_threads)
     _dedup_functions(report)
     return report
 
@@ -541,9 +544,11 @@ def _return_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,
     return out
 
 
-def _analyze_pair(ou: Unit, nu: Unit, report: Report) -> None:
+def _analyze_pair(ou: Unit, nu: Unit, report: Report, threads: set[str] | None = None) -> None:
     """All rules for one old/new TU pair, appended to `report`."""
     old, new = _Side(ou), _Side(nu)
+    if threads:
+        new.threads |= threads
     _global_findings(old, new, report)
 
     changed: list[str] = []

@@ -58,10 +58,11 @@ def analyze_tree(
                         ignore=shutil.ignore_patterns(".git", "*.o", "*.so", "*.a"))
         touched = apply_patch(new_root, Path(patch_file).resolve())
         direct, via_header = _affected_tus(touched, src, new_root, db)
+        threads = thread_routines_in_tree(src) | thread_routines_in_tree(new_root)
         # without a compilation database, files that merely include a changed header may not
         # be part of this build (other platforms): skip those that do not preprocess
         return _analyze_files(direct + via_header, src, new_root, flags, db,
-                              optional=set() if db else set(via_header))
+                              optional=set() if db else set(via_header), threads=threads)
 
 
 def analyze_sources(old_src: str, new_src: str, name: str = "input.c",
@@ -77,7 +78,7 @@ def analyze_sources(old_src: str, new_src: str, name: str = "input.c",
 
 def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list[str],
                    db: dict[str, tuple[list[str], str]],
-                   optional: set[str] | None = None) -> Report:
+                   optional: set[str] | None = None, threads: set[str] | None = None) -> Report:
     """Parse old and new of each file; unparsable ones become findings (or notes when optional)."""
     olds: dict[str, Unit] = {}
     notes: list[str] = []
@@ -105,7 +106,7 @@ def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list
                 file=rel, line=1))
             continue
         olds[rel], news[rel] = old, new
-    report = analyze_patch(olds, news)
+    report = analyze_patch(olds, news, thread_routines=threads or ())
     report.global_findings[:0] = errors
     report.notes.extend(notes)
     for e in errors:
@@ -142,6 +143,51 @@ def parse_unit(root: Path, rel: str, flags: list[str]) -> Unit:
         raise RuntimeError(res.stderr.strip().splitlines()[0] if res.stderr.strip() else "cpp")
     ast = c_parser.CParser().parse(res.stdout, rel)
     return Unit(ast=ast, path=rel, root=str(root))
+
+
+_THREAD_CALL = re.compile(r"\b(pthread_create|thrd_create)\s*\(")
+
+
+def _call_args(text: str, start: int) -> list[str]:
+    """Top-level comma-separated arguments of the call whose '(' is at `start`."""
+    depth, cur, out = 0, [], []
+    for ch in text[start:start + 2000]:
+        if ch in "([{":
+            depth += 1
+            if depth == 1:
+                continue
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                out.append("".join(cur).strip())
+                return out
+        elif ch == "," and depth == 1:
+            out.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    return out
+
+
+def thread_routines_in_tree(root: Path) -> set[str]:
+    """Start routines named in pthread_create/thrd_create calls anywhere in the tree: a thread
+    started from another TU still runs the function this patch may change."""
+    out: set[str] = set()
+    for p in root.rglob("*.c"):
+        try:
+            text = p.read_text(errors="replace")
+        except OSError:
+            continue
+        if "_create" not in text:
+            continue
+        for m in _THREAD_CALL.finditer(text):
+            args = _call_args(text, m.end() - 1)
+            pos = 2 if m.group(1) == "pthread_create" else 1
+            if len(args) > pos:
+                ids = re.findall(r"[A-Za-z_]\w*", args[pos])
+                if ids:
+                    out.add(ids[-1])  # "(void *(*)(void *))&worker" -> worker
+    return out
 
 
 # ---- patch handling -----------------------------------------------------------------------

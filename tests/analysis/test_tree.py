@@ -280,3 +280,19 @@ def test_header_inline_change_reported_once(tmp_path: Path) -> None:
     assert report.files == ["a.c", "b.c"]
     assert [(f.name, f.file) for f in report.functions] == [("clampi", "util.h")]
     assert [f.kind for f in report.all_findings()] == ["inline-changed", "new-return-value"]
+
+
+def test_thread_started_from_another_tu(tmp_path: Path) -> None:
+    """worker() lives in worker.c; main.c starts it. Only worker.c changes."""
+    for side, extra in (("old", ""), ("new", "    if (!arg)\n        return arg;\n")):
+        root = tmp_path / side
+        root.mkdir()
+        (root / "worker.c").write_text(f"void *worker(void *arg)\n{{\n{extra}    return arg;\n}}\n")
+        (root / "main.c").write_text(
+            "#include <pthread.h>\nvoid *worker(void *);\nint main(void)\n{\n"
+            "    pthread_t t;\n    return pthread_create(&t, NULL, (void *(*)(void *))&worker, "
+            "NULL);\n}\n")
+    diff = _diff(tmp_path, tmp_path / "old", tmp_path / "new")
+    report = analyze_tree(tmp_path / "old", diff)
+    assert report.files == ["worker.c"]
+    assert [f.kind for f in report.all_findings()] == ["thread-start-routine"]
