@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pycparser import c_generator
+from pycparser import c_ast, c_generator
 
 from ..bundle import (
     AddedFunction,
@@ -250,6 +250,9 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
                         u.old_tu.globals[name].node):
                     warnings.append(f"{u.rel}: the declaration of {name} changed; the running "
                                     f"program's {name} keeps its current value and type")
+            for what in _changed_types(u.old_tu, u.new_tu):
+                warnings.append(f"{u.rel}: {what} changed; data in the running program keeps "
+                                f"the old layout, which the new code will misread")
             for name in u.changes.signature_changed:
                 warnings.append(f"{u.rel}: the type of {name} changed; callers in the target "
                                 f"still pass the old arguments and expect the old result")
@@ -453,3 +456,25 @@ def _same_preprocessed(u: _Unit, src: Path, tree: Path) -> bool:
     new = preprocess(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory,
                      cc=u.new_cmd.compiler)
     return old == new.replace(str(tree), str(src))
+
+
+def _type_definitions(tu: TranslationUnit) -> dict[str, str]:
+    """File-scope struct/union/enum definitions and typedefs, as canonical text."""
+    gen = c_generator.CGenerator()
+    out: dict[str, str] = {}
+    for ext in tu.ast.ext:
+        if isinstance(ext, c_ast.Typedef):
+            out[f"typedef {ext.name}"] = gen.visit(ext)
+        elif isinstance(ext, c_ast.Decl) and ext.name is None:
+            t = ext.type
+            if isinstance(t, (c_ast.Struct, c_ast.Union, c_ast.Enum)) and t.name and (
+                    getattr(t, "decls", None) is not None
+                    or getattr(t, "values", None) is not None):
+                kind = type(t).__name__.lower()
+                out[f"{kind} {t.name}"] = gen.visit(ext)
+    return out
+
+
+def _changed_types(old: TranslationUnit, new: TranslationUnit) -> list[str]:
+    a, b = _type_definitions(old), _type_definitions(new)
+    return sorted(k for k in a.keys() & b.keys() if a[k] != b[k])

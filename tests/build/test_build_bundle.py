@@ -392,3 +392,10 @@ def test_compile_error_names_the_new_source_line(counter_bins, make_diff,
     msg = ei.value.message
     assert msg.startswith("compiling the patch TU for server.c failed: server.c:39:")
     assert "no_such_variable" in msg and "\n" not in msg
+
+
+def test_changed_struct_warns(counter_bins, make_diff, tmp_path: Path) -> None:
+    diff = make_diff([("    int hits;\n};", "    int hits;\n    int misses;\n};"),
+                      ("    calls++;", "    calls += 2;")])
+    res = build_bundle(COUNTER, diff, counter_bins["nopie"], tmp_path / "s.opus", cflags=CFLAGS)
+    assert any("struct stats changed" in w for w in res.warnings)
