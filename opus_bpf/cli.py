@@ -19,6 +19,13 @@ EXAMPLES = """examples:
 """
 
 
+def _targets(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--pid", type=int, action="append", help="target process (repeatable)")
+    g.add_argument("--exe", help="every process running this executable (bundle's build-id)")
+    g.add_argument("--lib", help="every process mapping this library (bundle's build-id)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="opus-bpf",
@@ -38,18 +45,23 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--accept-review", action="store_true", help="build even if analysis says review"
     )
+    b.add_argument(
+        "--ignore-register-risk",
+        action="store_true",
+        help="build even if a new function writes registers gcc -fipa-ra callers may keep",
+    )
     b.add_argument("-o", "--output", required=True, type=Path, help="bundle to write (.opus)")
     b.add_argument("--json", action="store_true")
 
-    a = sub.add_parser("apply", help="apply a bundle to a running process")
+    a = sub.add_parser("apply", help="apply a bundle to running processes")
     a.add_argument("bundle", help="bundle file (.opus)")
-    a.add_argument("--pid", required=True, type=int)
+    _targets(a)
     a.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for quiescence")
     a.add_argument("--json", action="store_true")
 
     r = sub.add_parser("revert", help="revert an applied patch")
     r.add_argument("patch", help="bundle file, patch id or patch name")
-    r.add_argument("--pid", required=True, type=int)
+    _targets(r)
     r.add_argument("--timeout", type=float, default=10.0)
     r.add_argument("--json", action="store_true")
 
@@ -100,6 +112,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         cflags=shlex.split(args.cflags) if args.cflags is not None else None,
         compile_commands=args.compile_commands,
         accept_review=args.accept_review,
+        ignore_register_risk=args.ignore_register_risk,
     )
     if args.json:
         print(json.dumps({**res.to_dict(), "verdict": str(report.verdict)}, indent=2, default=str))
@@ -109,18 +122,52 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_apply(args: argparse.Namespace) -> int:
-    from opus_bpf.runtime.apply import apply_bundle
+def _pids(args: argparse.Namespace, bundle_arg: str) -> list[int]:
+    if args.pid:
+        return args.pid
+    from opus_bpf.runtime.apply import target_pids
 
-    _print_result(apply_bundle(args.bundle, args.pid, timeout=args.timeout), args.json)
-    return 0
+    return target_pids(bundle_arg, exe=args.exe, lib=args.lib)
+
+
+def _run_many(args: argparse.Namespace, op: str) -> int:
+    """One pid: its result or its one-line error. Several: a line (or JSON object) per process."""
+    from opus_bpf.runtime.apply import apply_bundle, revert_bundle
+
+    what = args.bundle if op == "apply" else args.patch
+    fn = apply_bundle if op == "apply" else revert_bundle
+    pids = _pids(args, what)
+    if len(pids) == 1 and args.pid:
+        _print_result(fn(what, pids[0], timeout=args.timeout), args.json)
+        return 0
+    results, failed = [], 0
+    for pid in pids:
+        try:
+            res = fn(what, pid, timeout=args.timeout)
+            results.append({"pid": pid, "ok": True, "result": res.to_dict()})
+            if not args.json:
+                _print_result(res, False)
+        except OpusError as exc:
+            failed += 1
+            results.append({"pid": pid, "ok": False, "error": exc.message})
+            if not args.json:
+                print(f"process {pid}: FAILED: {exc.message}")
+    if args.json:
+        print(json.dumps({"processes": results, "failed": failed}, indent=2))
+    else:
+        print(
+            f"{op}: {len(pids) - failed} of {len(pids)} processes done"
+            + (f", {failed} failed (left unchanged)" if failed else "")
+        )
+    return 1 if failed or not pids else 0
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    return _run_many(args, "apply")
 
 
 def _cmd_revert(args: argparse.Namespace) -> int:
-    from opus_bpf.runtime.apply import revert_bundle
-
-    _print_result(revert_bundle(args.patch, args.pid, timeout=args.timeout), args.json)
-    return 0
+    return _run_many(args, "revert")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

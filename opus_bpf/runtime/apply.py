@@ -124,6 +124,22 @@ def _find_target(pid: int, build_id: str, target_path: str) -> _Target:
     )
 
 
+def target_pids(bundle_or_id: str, exe: str | None = None, lib: str | None = None) -> list[int]:
+    """Every process that maps the bundle's target file (by build-id), for --exe / --lib."""
+    from opus_bpf.target.discover import pids_mapping
+
+    if not os.path.exists(bundle_or_id):
+        raise BundleError(f"{bundle_or_id}: --exe/--lib need the bundle file, not an id")
+    m = _read_bundle(bundle_or_id).manifest
+    pids = pids_mapping(m.target.build_id, exe or lib, exe_only=exe is not None)
+    if not pids:
+        raise NoSuchProcess(
+            f"no running process maps {exe or lib} with build-id {m.target.build_id}; "
+            "check the path and that the processes run the binary the patch was built for"
+        )
+    return pids
+
+
 def _active(patches: list[PatchState]) -> dict[int, tuple[PatchState, dict]]:
     """new-function address -> (patch, its record entry), for patches currently active."""
     out = {}
