@@ -14,7 +14,7 @@ from typing import Any
 from pycparser import c_ast
 
 from . import libtable
-from .effects import Effect, FunctionEffects, Loc, covered, render, summarize
+from .effects import Effect, External, FunctionEffects, Loc, covered, render, summarize
 from .report import Finding, FunctionResult, Report, Verdict
 from .source import fingerprint, noreturn_declared
 from .tuindex import Scope, TUIndex, Unit, as_unit, walk
@@ -50,7 +50,9 @@ def _type_message(target: str, users: list[str]) -> str:
 
 def analyze_patch(old_tus: Any, new_tus: Any, *, old_root: str | os.PathLike[str] | None = None,
                   new_root: str | os.PathLike[str] | None = None,
-                  thread_routines: Iterable[str] = ()) -> Report:
+                  thread_routines: Iterable[str] = (),
+                  externals: tuple[External | None, External | None] = (None, None)
+                  ) -> Report:
     """Analyse every changed function of each (old, new) TU pair.
 
     Accepts single TUs, sequences (paired by path when every TU has one, else by position) or
@@ -58,7 +60,9 @@ def analyze_patch(old_tus: Any, new_tus: Any, *, old_root: str | os.PathLike[str
     `old_root`/`new_root` are the directories the TUs were parsed in (cfront's `cwd`): with
     them the report quotes source lines and the macro and GNU-noreturn rules can read the raw
     text. `thread_routines` names start routines known from elsewhere (other TUs of the
-    program; analyze_tree scans the whole tree for pthread_create calls).
+    program; analyze_tree scans the whole tree for pthread_create calls). `externals` are
+    (old, new) resolvers for functions of other TUs (see xtu.py); without them such calls are
+    `unknown-call`.
     """
     report = Report()
     extra_threads = set(thread_routines)
@@ -69,7 +73,7 @@ def analyze_patch(old_tus: Any, new_tus: Any, *, old_root: str | os.PathLike[str
             ou.root = str(old_root)
         if new_root is not None and nu.root is None:
             nu.root = str(new_root)
-        _analyze_pair(ou, nu, report, extra_threads)
+        _analyze_pair(ou, nu, report, extra_threads, externals)
     _dedup_functions(report)
     return report
 
@@ -544,7 +548,8 @@ def _return_findings(name: str, o: c_ast.FuncDef, n: c_ast.FuncDef,
     return out
 
 
-def _analyze_pair(ou: Unit, nu: Unit, report: Report, threads: set[str] | None = None) -> None:
+def _analyze_pair(ou: Unit, nu: Unit, report: Report, threads: set[str] | None = None,
+                  externals: tuple[External | None, External | None] = (None, None)) -> None:
     """All rules for one old/new TU pair, appended to `report`."""
     old, new = _Side(ou), _Side(nu)
     if threads:
@@ -566,10 +571,9 @@ def _analyze_pair(ou: Unit, nu: Unit, report: Report, threads: set[str] | None =
         else:
             changed.append(name)
 
-    old.summaries = summarize(old.idx, changed)
-    new.summaries = summarize(new.idx, changed + [
-        n for n in new.idx.functions if n not in old.idx.functions
-    ])
+    old.summaries = summarize(old.idx, changed, externals[0])
+    added = [n for n in new.idx.functions if n not in old.idx.functions]
+    new.summaries = summarize(new.idx, changed + added, externals[1])
 
     for name in changed + macro:
         ofd, nfd = old.idx.functions[name], new.idx.functions[name]

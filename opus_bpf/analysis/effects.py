@@ -106,9 +106,18 @@ class Summaries(dict[str, list[Effect]]):
     """Per TU function: its non-local writes, and (`returns`) where a pointer it returns may
     point, both in the callee's terms (parameters by name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, external: External | None = None) -> None:
         super().__init__()
         self.returns: dict[str, set[Loc]] = {}
+        self.external = external
+
+
+class External:
+    """Functions of other TUs of the program (see xtu.ExternalResolver): `lookup(name)` gives
+    (writes, returned-pointer targets, parameter names) in the callee's terms, or None."""
+
+    def lookup(self, name: str) -> tuple[list[Effect], set[Loc], list[str]] | None:
+        return None
 
 
 class FunctionEffects:
@@ -119,6 +128,7 @@ class FunctionEffects:
         self.scope = Scope(idx, fd)
         self.summaries = summaries
         self.returns_of: dict[str, set[Loc]] = getattr(summaries, "returns", {})
+        self.external: External | None = getattr(summaries, "external", None)
         self.contents: dict[str, set[Loc]] = {}
         self.final = False
         for p in self.scope.params:
@@ -234,7 +244,13 @@ class FunctionEffects:
             if name in libtable.RETURNS_ARG and len(args) > libtable.RETURNS_ARG[name]:
                 out |= self.val(args[libtable.RETURNS_ARG[name]])
             if name in self.returns_of and self.returns_of[name]:
-                out |= self._map_to_caller(name, self.returns_of[name], args)
+                params = Scope.param_names(self.idx.functions[name])
+                out |= self._map_to_caller(name, self.returns_of[name], params, args)
+            elif (not out and name and name not in self.idx.functions
+                  and self.external is not None):
+                ext = self.external.lookup(name)
+                if ext is not None and ext[1]:
+                    out |= self._map_to_caller(name, ext[1], ext[2], args)
             if not out:
                 out.add(("unknown", f"{c_text(e.name)}()", ()))
             return out
@@ -392,13 +408,17 @@ class FunctionEffects:
             return out
         if out or name in libtable.NO_STATE:
             return out
+        ext = self.external.lookup(name) if self.external is not None else None
+        if ext is not None:
+            effects, _, params = ext
+            return self._map_effects(name, effects, params, call, args, other_tu=True)
         return [Effect(("call", name, ()), "call", call,
                        f"{name}() is not defined in this file; its effects are unknown",
                        value="call")]
 
-    def _map_to_caller(self, name: str, locs: set[Loc], args: list) -> set[Loc]:
+    def _map_to_caller(self, name: str, locs: set[Loc], params: list[str],
+                       args: list) -> set[Loc]:
         """Callee locations in caller terms: its parameters become what the arguments point to."""
-        params = Scope.param_names(self.idx.functions[name])
         out: set[Loc] = set()
         for loc in locs:
             if loc[0] != "param":
@@ -414,15 +434,19 @@ class FunctionEffects:
 
     def _apply_summary(self, name: str, call: c_ast.FuncCall, args: list) -> list[Effect]:
         """A helper's writes in caller terms: its parameters become the arguments' targets."""
+        params = Scope.param_names(self.idx.functions[name])
+        return self._map_effects(name, self.summaries[name], params, call, args)
+
+    def _map_effects(self, name: str, callee: list[Effect], params: list[str],
+                     call: c_ast.FuncCall, args: list, other_tu: bool = False) -> list[Effect]:
         out = []
-        callee = self.summaries[name]
-        fd = self.idx.functions[name]
-        params = Scope.param_names(fd)
         for eff in callee:
             where = eff.node.coord
             at = f"{where.file}:{where.line}" if where is not None else "?"
             verb = "calls" if eff.loc[0] == "call" else "writes"
             why = f"{name}() {verb} {render(eff.loc)} ({at})"
+            if other_tu:
+                why += ", in another file of the program"
             if eff.loc[0] == "param":
                 try:
                     i = params.index(eff.loc[1])
@@ -441,7 +465,8 @@ class FunctionEffects:
         return out
 
 
-def summarize(idx: TUIndex, roots: Iterable[str]) -> Summaries:
+def summarize(idx: TUIndex, roots: Iterable[str], external: External | None = None
+              ) -> Summaries:
     """Non-local effects of every TU function reachable from `roots`, callees first.
 
     Strongly connected components (recursion) iterate to a fixed point, bounded at 6 rounds.
@@ -460,7 +485,7 @@ def summarize(idx: TUIndex, roots: Iterable[str]) -> Summaries:
         graph[f] = callees
         todo.extend(c for c in callees if c not in graph)
 
-    summaries = Summaries()
+    summaries = Summaries(external)
     for scc in _sccs(graph):
         for f in scc:
             summaries[f] = []

@@ -19,6 +19,7 @@ from ..errors import OpusError
 from .analyze import analyze_patch
 from .report import Finding, Report, Verdict
 from .tuindex import Unit
+from .xtu import ExternalResolver
 
 _SHIM = Path(__file__).resolve().parent.parent / "cfront" / "gnu_shim.h"
 _KEEP_FLAGS = ("-I", "-D", "-U", "-include", "-isystem", "-iquote", "-std")
@@ -106,7 +107,17 @@ def _analyze_files(files: list[str], old_root: Path, new_root: Path, flags: list
                 file=rel, line=1))
             continue
         olds[rel], news[rel] = old, new
-    report = analyze_patch(olds, news, thread_routines=threads or ())
+    externals: tuple = (None, None)
+    if db:
+        # a compilation database names the program's other TUs: calls into them get summaries
+        def flags_for(rel: str) -> list[str]:
+            return db.get(rel, (flags, ""))[0]
+
+        externals = tuple(
+            ExternalResolver(root, list(db), lambda r, rel: parse_unit(r, rel, flags_for(rel)))
+            for root in (old_root, new_root)
+        )
+    report = analyze_patch(olds, news, thread_routines=threads or (), externals=externals)
     report.global_findings[:0] = errors
     report.notes.extend(notes)
     for e in errors:

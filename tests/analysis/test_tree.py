@@ -296,3 +296,40 @@ def test_thread_started_from_another_tu(tmp_path: Path) -> None:
     report = analyze_tree(tmp_path / "old", diff)
     assert report.files == ["worker.c"]
     assert [f.kind for f in report.all_findings()] == ["thread-start-routine"]
+
+
+LOG_C = """\
+int log_count;
+void log_it(int code)
+{
+    log_count++;
+}
+void fill(int *out)
+{
+    *out = 0;
+}
+"""
+
+
+def test_calls_into_other_tus_with_compile_commands(tmp_path: Path) -> None:
+    """With a compilation database, a call into another file uses that file's summary."""
+    old_a = "void log_it(int);\nvoid fill(int *);\nint a(int x)\n{\n    return x;\n}\n"
+    new_a = ("void log_it(int);\nvoid fill(int *);\nint a(int x)\n{\n    int tmp;\n"
+             "    fill(&tmp);\n    if (x < 0)\n        log_it(x);\n    return x;\n}\n")
+    for side, text in (("old", old_a), ("new", new_a)):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "a.c").write_text(text)
+        (tmp_path / side / "log.c").write_text(LOG_C)
+    diff = _diff(tmp_path, tmp_path / "old", tmp_path / "new")
+    src = tmp_path / "old"
+    cc = tmp_path / "compile_commands.json"
+    cc.write_text(json.dumps([{"directory": str(src), "command": f"cc -c {f}", "file": f}
+                              for f in ("a.c", "log.c")]))
+    with_db = analyze_tree(src, diff, compile_commands=cc)
+    got = [(f.kind, f.line, f.target) for f in with_db.all_findings()]
+    # fill(&tmp) writes only the frame; log_it() bumps a global in log.c
+    assert got == [("write-global", 8, "log_count")], with_db.to_text()
+    assert "another file" in with_db.all_findings()[0].message
+    without = analyze_tree(src, diff)
+    assert sorted((f.kind, f.line) for f in without.all_findings()) == [
+        ("unknown-call", 6), ("unknown-call", 8)]
