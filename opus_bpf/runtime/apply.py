@@ -240,7 +240,13 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
             if bd.kind == "function":
                 s = tgt.image.function(bd.symbol, bd.file, bd.binding != "global")
             else:
-                s = tgt.image.data_object(bd.symbol, bd.file, bd.binding, bd.function)
+                s = tgt.image.data_object(
+                    bd.symbol,
+                    bd.file,
+                    bd.binding,
+                    bd.function,
+                    getattr(bd, "target_symbol", None),
+                )
             bindings[bd.slot] = tgt.bias + s.value
 
         # 2. load and bind (the process keeps running), or reuse an earlier, reverted load

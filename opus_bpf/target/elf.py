@@ -111,14 +111,27 @@ class ElfImage:
         return ranges
 
     def data_object(
-        self, name: str, file: str | None, binding: str, function: str | None
+        self,
+        name: str,
+        file: str | None,
+        binding: str,
+        function: str | None,
+        target_symbol: str | None = None,
     ) -> Symbol:
-        """Resolve a variable the patch binds to: global, static (name+file), or local static."""
+        """Resolve a variable the patch binds to: global, static (name+file), or local static.
+
+        A hidden global is LOCAL once linked, listed after an empty STT_FILE entry: it still
+        counts as the global. `target_symbol` (e.g. `calls.1`, chosen by the build from DWARF
+        when a file has several local statics of one name) settles ambiguity.
+        """
         base = os.path.basename(file) if file else None
         objs = [s for s in self.symbols if s.section_index != "SHN_UNDEF"]
         if binding == "global":
-            cands = [
-                s for s in self.lookup(name) if s.bind != "LOCAL" and s.section_index != "SHN_UNDEF"
+            defined = [s for s in self.lookup(name) if s.section_index != "SHN_UNDEF"]
+            cands = [s for s in defined if s.bind != "LOCAL"] or [
+                s
+                for s in defined
+                if not s.file  # hidden visibility, made local by the linker
             ]
         elif binding == "static":
             cands = [
@@ -141,6 +154,8 @@ class ElfImage:
             ]
         else:
             raise SymbolProblem(f"unknown binding kind {binding!r} for {name}")
+        if target_symbol and len(cands) > 1:
+            cands = [s for s in cands if s.name == target_symbol] or cands
         if not cands:
             where = f" in {file}" if file else ""
             raise SymbolProblem(f"{binding} symbol {name}{where} not found in {self.path}")

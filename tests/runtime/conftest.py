@@ -143,7 +143,7 @@ def bundle(built, tmp_path_factory):
                 "--binary",
                 str(binary),
                 "--cflags",
-                " ".join(CFLAGS),
+                " ".join([*CFLAGS, *extra]),
                 "-o",
                 str(path),
                 "--accept-review",

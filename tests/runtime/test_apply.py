@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import apply_json, entry_bytes, opus, status_json
 
 from opus_bpf.target.elf import load_elf
@@ -204,3 +206,16 @@ def test_patch_calling_ifunc_string_functions(run_target, built, bundle):
     apply_json(fix, p.pid)
     p.wait_for(lambda ln: ln == "n=10 out=value-text+10", since=p.mark())
     assert p.alive()
+
+
+@pytest.mark.parametrize("extra", [("-fno-ipa-ra",), ("-fno-ipa-ra", "-fvisibility=hidden")])
+def test_patch_updates_the_programs_global(run_target, built, bundle, extra):
+    _src, binary = built("globals", extra)
+    fix = bundle("globals", "fix", extra)
+    p = run_target(binary)
+    p.wait_for(lambda ln: ln.startswith("r=1 "))
+    apply_json(fix, p.pid)
+    first = p.wait_for(lambda ln: ln.startswith("r=2 "), since=p.mark())
+    second = p.wait_for(lambda ln: ln.startswith("r=2 ") and ln != first, since=p.mark())
+    t1, t2 = (int(x.rsplit("=", 1)[1]) for x in (first, second))
+    assert t2 - t1 == 100  # main() reads the very variable the new code writes

@@ -245,3 +245,25 @@ def test_process_exits_during_apply(run_target, built, bundle):
     assert proc.returncode != 0
     assert len(err.strip().splitlines()) == 1, err
     assert "exited" in err or "no such process" in err
+
+
+def test_new_function_clobbering_registers_callers_keep_is_refused(built, tmp_path):
+    """gcc -fipa-ra: callers may keep values in registers the old add() never wrote."""
+    src, binary = built("globals")
+    out = tmp_path / "g.opus"
+    res = opus(
+        "build",
+        "--src",
+        str(src),
+        "--patch",
+        str(TARGETS / "globals" / "fix.diff"),
+        "--binary",
+        str(binary),
+        "--cflags",
+        " ".join(CFLAGS),
+        "-o",
+        str(out),
+        "--accept-review",
+    )
+    _one_line_error(res, "writes", "-fno-ipa-ra")
+    assert not out.exists()
