@@ -59,7 +59,9 @@ def test_library_patched_in_every_process_that_maps_it(run_target, tmp_path):
     assert sorted(r["pid"] for r in out["processes"]) == sorted(p.pid for p in procs)
     for p in procs:
         first = p.wait_for(lambda ln: ln.startswith("calc=5 "), since=p.mark())
-        second = p.wait_for(lambda ln: ln.startswith("calc=5 ") and ln != first, since=p.mark())
+        second = p.wait_for(
+            lambda ln, first=first: ln.startswith("calc=5 ") and ln != first, since=p.mark()
+        )
         c1, c2 = (int(x.rsplit("=", 1)[1]) for x in (first, second))
         assert c2 - c1 == 10  # the library's own static counter, updated by the new code
         assert [x["state"] for x in status_json(p.pid)["patches"]] == ["active"]
