@@ -218,3 +218,16 @@ def test_patch_updates_the_programs_global(run_target, built, bundle, extra):
     second = p.wait_for(lambda ln: ln.startswith("r=2 ") and ln != first, since=p.mark())
     t1, t2 = (int(x.rsplit("=", 1)[1]) for x in (first, second))
     assert t2 - t1 == 100  # main() reads the very variable the new code writes
+
+
+def test_non_pie_executable(run_target, built, bundle):
+    _src, binary = built("counter", ("-no-pie",))
+    fix = bundle("counter", "fix", ("-no-pie",))
+    assert load_elf(str(binary)).elf_type == "ET_EXEC"
+    p = run_target(binary)
+    p.wait_for(lambda ln: ln.startswith("v=1 "))
+    res = apply_json(fix, p.pid)
+    assert res["functions"][0]["jump"] in ("rel32", "abs64")
+    p.wait_for(lambda ln: ln.startswith("v=100 "), since=p.mark())
+    assert opus("revert", str(fix), "--pid", str(p.pid)).returncode == 0
+    p.wait_for(lambda ln: ln.startswith("v=1 "), since=p.mark())
