@@ -64,6 +64,7 @@ class Summary:
     before: dict[str, str] = field(default_factory=dict)
     after: dict[str, str] = field(default_factory=dict)
     apply: dict[str, object] = field(default_factory=dict)
+    floor: dict[str, float] = field(default_factory=dict)
     status: str = ""
     load: dict[str, object] = field(default_factory=dict)
     ok: bool = False
@@ -382,17 +383,41 @@ def live_fix(args: argparse.Namespace, work: Path, p: Printer, pid: int, summary
     p.step(f"opus-bpf build: fix.diff -> {bundle.name} "
            f"({bundle.stat().st_size} bytes, {time.monotonic() - t0:.1f} s)")
 
+    floor = None if args.no_floor else measure_floor(work, pid)
+    summary.floor = floor or {}
     t0 = time.monotonic()
     out = run_opus(opus, ["apply", str(bundle), "--pid", str(pid), "--json"])
     wall = time.monotonic() - t0
     info = parse_json_output(out, "opus-bpf apply --json")
     summary.apply = info
     p.step(f"opus-bpf apply ({wall:.2f} s wall): {apply_line(info)}")
+    if floor:
+        p.detail(f"(floor just before, bench/floor.c stopping every thread of this server with "
+                 f"bare ptrace {floor['rounds']} times: median {floor['median']:.0f} µs, "
+                 f"p99 {floor['p99']:.0f} µs)")
 
     status = run_opus(opus, ["status", "--pid", str(pid)])
     summary.status = status
     p.step("opus-bpf status:")
     p.detail(status or "(no output)")
+
+
+def measure_floor(work: Path, pid: int, rounds: int = 20) -> dict[str, float] | None:
+    """bench/floor against the server: the least a stop-every-thread pause can be, right now.
+
+    None (and the demo goes on) if it cannot be built or run.
+    """
+    binary = work / "floor"
+    try:
+        compile_c(HERE.parent.parent / "bench", "floor.c", binary)
+        r = subprocess.run([str(binary), str(pid), "-r", str(rounds), "-g", "5000", "-m", "all"],
+                           capture_output=True, text=True, timeout=60)
+        pause = json.loads(r.stdout)["all"]["pause"] if r.returncode == 0 else None
+    except (DemoError, OSError, subprocess.TimeoutExpired, ValueError, KeyError):
+        return None
+    if pause is None:
+        return None
+    return {"rounds": rounds, "median": pause["median"], "p99": pause["p99"]}
 
 
 def offline_fix(args: argparse.Namespace, work: Path, p: Printer, server: Child,
@@ -429,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-ms", type=int, default=2000,
                     help="a reply later than this counts as a failed request (default 2000)")
     ap.add_argument("--opus-bpf", metavar="CMD", help="opus-bpf command (default: the venv's)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip measuring the ptrace floor (bench/floor.c) before the apply")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--summary-json", type=Path, help="also write what the demo saw as JSON")
     args = ap.parse_args(argv)
