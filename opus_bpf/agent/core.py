@@ -100,10 +100,10 @@ class Agent:
             self._watch_thread = threading.Thread(target=self._start_exec_watch,
                                                   name="exec-watch-load", daemon=True)
             self._watch_thread.start()
+        self._update_gauges()  # before the first scrape can see them
         if listen:
             self.http, _ = serve_http(listen, make_app(self.status, self.health))
             log.info("serving /metrics on %s", listen)
-        self._update_gauges()
 
     def _start_exec_watch(self) -> None:
         from opus_bpf.agent.execwatch import ExecWatch  # noqa: PLC0415
@@ -352,6 +352,7 @@ class Agent:
         names = [str(getattr(fn, "name", fn)) for fn in funcs] if funcs else list(b.functions)
         self.state.record(pid, started, procs.exe_link(pid), build_id,
                           AppliedPatch(b.id, b.name, b.path, names, time.time()))
+        self._update_gauges()  # gauges first: /status and /metrics then never disagree for long
         if save:
             self.state.save()
             if self.calls is not None and funcs:

@@ -102,8 +102,9 @@ def test_agent_scan_state_restart_and_exit(tmp_path: Path, c_target: Path) -> No
     p1 = write_bundle(agent.patch_dir / "001.opus", "p1", read_build_id(c_target), ["work"])
     try:
         agent.start()
-        wait_for(lambda: agent.status()["processes"], 10, "the scan to patch the target")
-        assert _metric(agent.url, "opus_bpf_patched_processes", patch_id=p1) == 1
+        wait_for(lambda: agent.status()["processes"], 60, "the scan to patch the target")
+        wait_for(lambda: _metric(agent.url, "opus_bpf_patched_processes", patch_id=p1) == 1, 10,
+                 "the gauge to count the patched process")
         assert _metric(agent.url, "opus_bpf_replaced_functions") == 1
         assert agent.stop() == 0
         rec = json.loads((agent.state_dir / "state.json").read_text())
