@@ -347,9 +347,11 @@ class FunctionEffects:
         if isinstance(n, c_ast.UnaryOp):
             return "+=1" if "+" in n.op else "-=1"
         assert isinstance(n, c_ast.Assignment)
-        if n.op != "=":
-            return f"{n.op}{self._norm(n.rvalue)}"
         r = n.rvalue
+        while isinstance(r, c_ast.Assignment) and r.op == "=":
+            r = r.rvalue  # a = b = v stores v in both
+        if n.op != "=":
+            return f"{n.op}{self._norm(r)}"
         if (isinstance(r, c_ast.BinaryOp) and r.op in ("+", "-", "|", "&", "^", "*", "<<", ">>")
                 and self._norm(r.left) == self._norm(n.lvalue)):
             return f"{r.op}={self._norm(r.right)}"

@@ -1747,6 +1747,27 @@ int probe(int id)
 """)
 
 
+case("chained_assignment_same_values_safe", "safe", "a = b = v stores v in both, as the old separate stores did.",
+PRE + """
+struct hdr { long csize; long usize; };
+struct hdr g_local, g_central;
+void set_sizes(long v)
+{
+    g_local.csize = v;
+    g_central.csize = v;
+}
+""", PRE + """
+struct hdr { long csize; long usize; };
+struct hdr g_local, g_central;
+void set_sizes(long v)
+{
+    if (v < 0)
+        return;
+    g_central.csize = g_local.csize = v;
+}
+""")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, verdict, note, old, new) in enumerate(CASES, 1):
