@@ -130,6 +130,7 @@ class FunctionEffects:
         self.returns_of: dict[str, set[Loc]] = getattr(summaries, "returns", {})
         self.external: External | None = getattr(summaries, "external", None)
         self.contents: dict[str, set[Loc]] = {}
+        self._defs: dict[str, set[str]] | None = None
         self.final = False
         for p in self.scope.params:
             self.contents[p] = {("param", p, ("[]",))}
@@ -355,7 +356,37 @@ class FunctionEffects:
         if (isinstance(r, c_ast.BinaryOp) and r.op in ("+", "-", "|", "&", "^", "*", "<<", ">>")
                 and self._norm(r.left) == self._norm(n.lvalue)):
             return f"{r.op}={self._norm(r.right)}"
+        if isinstance(r, c_ast.ID) and r.name in self._local_defs():
+            # storing a variable: what was put into the variable is what gets stored (a clamp
+            # added before `p->len = n` changes the store)
+            return "=" + "|".join(sorted(self._local_defs()[r.name]))
         return f"={self._norm(r)}"
+
+    def _local_defs(self) -> dict[str, set[str]]:
+        """Values assigned to each local (and each reassigned parameter), one level deep."""
+        if self._defs is None:
+            defs: dict[str, set[str]] = {}
+            for n in walk(self.scope.fd.body):
+                if isinstance(n, c_ast.Decl) and n.name in self.scope.locals:
+                    defs.setdefault(n.name, set()).add(
+                        self._norm(n.init) if n.init is not None else "<unset>")
+                elif isinstance(n, c_ast.Assignment) and isinstance(n.lvalue, c_ast.ID):
+                    name = n.lvalue.name
+                    if name in self.scope.locals or name in self.scope.params:
+                        r = n.rvalue
+                        while isinstance(r, c_ast.Assignment) and r.op == "=":
+                            r = r.rvalue
+                        text = self._norm(r) if n.op == "=" else f"<{n.op}{self._norm(r)}>"
+                        defs.setdefault(name, set()).add(text)
+                elif (isinstance(n, c_ast.UnaryOp) and n.op in ("++", "--", "p++", "p--")
+                      and isinstance(n.expr, c_ast.ID)):
+                    defs.setdefault(n.expr.name, set()).add("<counted>")
+            for p in self.scope.params:
+                if p in defs:
+                    defs[p].add(f"$arg{self.scope.param_order.index(p)}"
+                                if p in self.scope.param_order else p)
+            self._defs = defs
+        return self._defs
 
     def _writes(self) -> list[Effect]:
         """Every non-local store of the body: assignments, ++/--, and calls."""

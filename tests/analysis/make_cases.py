@@ -643,7 +643,7 @@ void trim(struct pkt *p, int n)
 {
     struct pkt *q = p;
     if (n < 0)
-        n = 0;
+        return;
     q->len = n;
 }
 """)
@@ -1764,6 +1764,24 @@ void set_sizes(long v)
     if (v < 0)
         return;
     g_central.csize = g_local.csize = v;
+}
+""")
+
+
+case("clamp_before_store_changed_write", "review", "A clamp added before an existing store: the location is old, what it can hold is new.",
+PRE + """
+struct pkt { int len; char *data; };
+void set_len(struct pkt *p, int n)
+{
+    p->len = n;
+}
+""", PRE + """
+struct pkt { int len; char *data; };
+void set_len(struct pkt *p, int n)
+{
+    if (n > 1500)
+        n = 1500;
+    p->len = n; //! set_len:changed-write
 }
 """)
 

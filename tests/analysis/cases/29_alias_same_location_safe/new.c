@@ -19,6 +19,6 @@ void trim(struct pkt *p, int n)
 {
     struct pkt *q = p;
     if (n < 0)
-        n = 0;
+        return;
     q->len = n;
 }
