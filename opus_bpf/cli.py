@@ -12,6 +12,8 @@ from opus_bpf.errors import OpusError
 
 EXAMPLES = """examples:
   opus-bpf build --src ./srv --patch fix.diff --binary ./srv/server --cflags '-O2 -g' -o fix.opus
+  opus-bpf build --src ./redis --patch fix.diff --binary ./redis/src/redis-server \\
+                 --build 'make -j2' -o fix.opus      # flags captured from the program's build
   opus-bpf apply fix.opus --pid 1234          # wait up to 10 s for a quiescent moment, then patch
   opus-bpf status --pid 1234 --json
   opus-bpf revert fix.opus --pid 1234
@@ -42,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     g = b.add_mutually_exclusive_group()
     g.add_argument("--compile-commands", type=Path, help="compile_commands.json of the build")
     g.add_argument("--cflags", default=None, help="flags the program was compiled with")
+    g.add_argument(
+        "--build",
+        default=None,
+        metavar="CMD",
+        help="the program's build command (e.g. 'make -j2'): run once in a copy of --src under "
+        "a compiler wrapper to capture compile_commands.json (the tree's own is reused)",
+    )
     b.add_argument(
         "--accept-review", action="store_true", help="build even if analysis says review"
     )
@@ -102,20 +111,45 @@ def _print_result(res: object, as_json: bool) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    import shutil
+
+    from opus_bpf.patchbuild.capture import capture_compile_commands
     from opus_bpf.patchbuild.gate import build_checked
 
-    res, report = build_checked(
-        args.src,
-        args.patch,
-        args.binary,
-        args.output,
-        cflags=shlex.split(args.cflags) if args.cflags is not None else None,
-        compile_commands=args.compile_commands,
-        accept_review=args.accept_review,
-        ignore_register_risk=args.ignore_register_risk,
-    )
+    compile_commands, capture = args.compile_commands, None
+    try:
+        if args.build is not None:
+            capture = capture_compile_commands(args.src, args.build)
+            compile_commands = capture.path
+            if not args.json:
+                how = (
+                    f"captured from `{args.build}` in {capture.seconds:.1f} s"
+                    if capture.captured
+                    else "reused"
+                )
+                print(f"compile commands: {capture.entries} files, {how} ({capture.path})")
+        res, report = build_checked(
+            args.src,
+            args.patch,
+            args.binary,
+            args.output,
+            cflags=shlex.split(args.cflags) if args.cflags is not None else None,
+            compile_commands=compile_commands,
+            accept_review=args.accept_review,
+            ignore_register_risk=args.ignore_register_risk,
+        )
+    finally:
+        if capture is not None and capture.workdir is not None:
+            shutil.rmtree(capture.workdir, ignore_errors=True)
     if args.json:
-        print(json.dumps({**res.to_dict(), "verdict": str(report.verdict)}, indent=2, default=str))
+        d = {**res.to_dict(), "verdict": str(report.verdict)}
+        if capture is not None:
+            d["compile_commands"] = {
+                "captured": capture.captured,
+                "entries": capture.entries,
+                "capture_seconds": capture.seconds,
+            }
+        print(json.dumps(d, indent=2, default=str))
     else:
         print(res.summary())
         print(f"safety analysis: {report.verdict}")
