@@ -562,7 +562,7 @@ def _analyze_pair(ou: Unit, nu: Unit, report: Report, threads: set[str] | None =
         ofd = old.idx.functions.get(name)
         if ofd is None:
             continue
-        if old.idx.fp(ofd) == new.idx.fp(nfd):
+        if old.idx.function_fp(ofd) == new.idx.function_fp(nfd):
             continue
         ot = old.idx.sources.function_text(*_coord(ofd.decl), _last_line(ofd), name)
         nt = new.idx.sources.function_text(*_coord(nfd.decl), _last_line(nfd), name)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pycparser import c_ast
@@ -11,11 +12,14 @@ from pycparser import c_ast
 _END = object()
 
 
-def fingerprint(node: c_ast.Node, drop_names: bool = False) -> tuple:
+def fingerprint(node: c_ast.Node, drop_names: bool = False,
+                line_const: Callable[[c_ast.Constant], bool] | None = None) -> tuple:
     """Structural identity of a subtree without coordinates: a flat pre-order token tuple
     (class, attributes, child slot names, end markers), which is unambiguous and cheap.
 
     drop_names ignores declarator names (parameter renames are not signature changes).
+    line_const tells which integer constants are __LINE__ expansions (assert, logging macros):
+    they become "<line>", so a function that merely moved does not look recompiled.
     """
     toks: list = []
     push = toks.append
@@ -30,6 +34,9 @@ def fingerprint(node: c_ast.Node, drop_names: bool = False) -> tuple:
             push(n)
             continue
         cls = n.__class__
+        if line_const is not None and cls is c_ast.Constant and line_const(n):
+            push("<line>")
+            continue
         push(cls.__name__)
         for a in cls.attr_names:
             if drop_names and (a == "declname" or a == "name") and (

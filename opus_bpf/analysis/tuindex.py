@@ -4,6 +4,7 @@ from pointers (storage that lives wherever the pointer came from)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,7 @@ class TUIndex:
         self.enumerators: dict[str, int | None] = {}
         self.enumerator_owner: dict[str, str] = {}
         self._fp: dict[int, tuple] = {}
+        self._fn_fp: dict[int, tuple] = {}
         self.sources = SourceCache(unit.root, unit.sources)
         for ext in self.ast.ext:
             self._add_ext(ext)
@@ -183,6 +185,29 @@ class TUIndex:
             got = fingerprint(node)
             self._fp[k] = got
         return got
+
+    def function_fp(self, fd: c_ast.FuncDef) -> tuple:
+        """Fingerprint for "did this function change": like fp, but an integer constant equal
+        to its own line number that the raw source line does not spell out (a __LINE__ from
+        assert or a logging macro) is "<line>", so code that only moved is unchanged."""
+        got = self._fn_fp.get(id(fd))
+        if got is None:
+            got = fingerprint(fd, line_const=self._is_line_const)
+            self._fn_fp[id(fd)] = got
+        return got
+
+    def _is_line_const(self, c: c_ast.Constant) -> bool:
+        if c.coord is None or not c.type.endswith("int"):
+            return False
+        try:
+            value = int(c.value.rstrip("uUlL"), 0)
+        except ValueError:
+            return False
+        if value != c.coord.line:
+            return False
+        raw = self.sources.line(c.coord.file, c.coord.line)
+        # without the raw line we cannot tell a macro's __LINE__ from a literal: keep it
+        return raw is not None and re.search(rf"\b0*{value}\b", raw) is None
 
     def is_static_function(self, name: str) -> bool:
         fd = self.functions.get(name)

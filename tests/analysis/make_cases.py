@@ -1786,6 +1786,34 @@ void set_len(struct pkt *p, int n)
 """)
 
 
+case("assert_line_shift_not_a_macro_change", "safe", "Real <assert.h>: a function below the edit moved; its assert's __LINE__ changed, nothing else.",
+"""
+#include <assert.h>
+int first(int x)
+{
+    return x;
+}
+int second(int *p)
+{
+    assert(p != 0);
+    return *p;
+}
+""", """
+#include <assert.h>
+int first(int x)
+{
+    if (x < 0)
+        return x;
+    return x;
+}
+int second(int *p)
+{
+    assert(p != 0);
+    return *p;
+}
+""")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, verdict, note, old, new) in enumerate(CASES, 1):
