@@ -1814,6 +1814,26 @@ int second(int *p)
 """)
 
 
+case("const_local_table_changed_safe", "safe", "A function-local const table only this function sees: the patch carries its own copy.",
+PRE + """
+const char *level_name(int l)
+{
+    static const char *const names[] = { "debug", "info" };
+    if (l < 0 || l > 1)
+        return names[0];
+    return names[l];
+}
+""", PRE + """
+const char *level_name(int l)
+{
+    static const char *const names[] = { "debug", "info", "warn" };
+    if (l < 0 || l > 2)
+        return names[0];
+    return names[l];
+}
+""")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, verdict, note, old, new) in enumerate(CASES, 1):
