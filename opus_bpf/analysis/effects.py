@@ -26,7 +26,6 @@ MAX_PATH = 8
 
 Loc = tuple[str, str, tuple[str, ...]]
 
-NONLOCAL = ("param", "global", "static", "heap", "unknown", "call")
 
 # library writers whose written bytes cannot be pointers we would need to follow
 _BYTE_WRITERS = frozenset(
