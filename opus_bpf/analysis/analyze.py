@@ -601,6 +601,8 @@ def _analyze_pair(ou: Unit, nu: Unit, report: Report, threads: set[str] | None =
         findings += _write_findings(name, o_eff, n_eff, new)
         findings += _return_findings(name, ofd, nfd, old, new)
         verdict = Verdict.worst([x.verdict for x in findings])
+        # what blocks the patch first, then in source order
+        findings.sort(key=lambda x: (-x.verdict.rank, x.line or 0))
         status = "preprocessed-only" if name in macro else "changed"
         report.functions.append(FunctionResult(name, status, verdict, f, ln, findings))
 

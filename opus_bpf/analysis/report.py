@@ -166,6 +166,13 @@ class Report:
         lines = [f"verdict: {self.verdict.value.upper()}"]
         if not self.functions and not self.global_findings:
             lines.append("no function changed")
+        else:
+            counts = {v: sum(1 for f in self.functions if f.verdict is v) for v in Verdict}
+            parts = [f"{n} {v.value}" for v, n in counts.items() if n]
+            lines.append(f"{len(self.functions)} function(s) in {len(self.files)} file(s)"
+                         + (f": {', '.join(parts)}" if parts else "")
+                         + (f"; {len(self.global_findings)} file-scope finding(s)"
+                            if self.global_findings else ""))
         for g in self.global_findings:
             lines.append(f"  [{g.verdict.value}] {_where(g)}: {g.message}")
             if g.code:
