@@ -1,6 +1,6 @@
 """Real security patches: Debian 12's unzip 6.0-28 quilt series, each patch analysed against
-the tree with the patches before it applied, built with debian/rules' flags; and zlib 1.2.13's
-fix for CVE-2022-37434.
+the tree with the patches before it applied, built with debian/rules' flags; the same for
+giflib 5.2.1-2.5+deb12u1's security patches; and zlib 1.2.13's fix for CVE-2022-37434.
 
 Needs `apt-get source` (deb-src for bookworm); skipped when the sources cannot be fetched.
 Run with: pytest -m slow tests/analysis/test_debian.py
@@ -133,6 +133,60 @@ def test_unzip_security_patches(unzip_series) -> None:
         ):
             problems.append(f"{name}: expected {verdict} {per_function} ({why})\n"
                             f"{report.to_text()}")
+    assert not problems, "\n".join(problems)
+
+
+GIFLIB_EXPECT: dict[str, tuple[str, dict[str, str], str]] = {
+    "fix-get-args-segment-violation.patch": (
+        "safe", {"GAGetParmeters": "safe"},
+        "an early `return CMD_ERR_NumRead` at the end of argv; the value and the store to "
+        "GAErrorToken were already there"),
+    "CVE-2026-23868.patch": (
+        "review", {"GifMakeSavedImage": "review"},
+        "changed-write: nulls sp->RasterBits (caller-visible SavedImages) before allocating; "
+        "the old code only stored a copy or a fresh buffer there"),
+    "CVE-2026-26740.patch": (
+        "safe", {"EGifGCBToSavedExtension": "safe"},
+        "`if (ep->ByteCount < 4) return GIF_ERROR;`: GIF_ERROR was already returned"),
+}
+
+
+def test_giflib_security_patches(tmp_path: Path) -> None:
+    d = CACHE / "giflib"
+    orig = next(iter(sorted(d.glob("giflib_5.2.1.orig.tar.gz"))), None) if d.exists() else None
+    deb = next(iter(sorted(d.glob("giflib_5.2.1-*.debian.tar.xz"))), None) if d.exists() else None
+    if orig is None or deb is None:
+        if shutil.which("apt-get") is None:
+            pytest.skip("apt-get not available")
+        d.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "source", "--download-only", "giflib"], cwd=d,
+                       capture_output=True, timeout=600)
+        orig = next(iter(sorted(d.glob("giflib_5.2.1.orig.tar.gz"))), None)
+        deb = next(iter(sorted(d.glob("giflib_5.2.1-*.debian.tar.xz"))), None)
+        if orig is None or deb is None:
+            pytest.skip("cannot fetch Debian giflib sources (add deb-src for bookworm)")
+    for tb in (orig, deb):
+        with tarfile.open(tb) as t:
+            t.extractall(tmp_path)
+    src = tmp_path / "giflib-5.2.1"
+    patches = tmp_path / "debian" / "patches"
+    series = [ln.split()[0] for ln in (patches / "series").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    if not set(GIFLIB_EXPECT) <= set(series):
+        pytest.skip(f"this giflib's series lacks {sorted(set(GIFLIB_EXPECT) - set(series))}")
+    problems = []
+    for name in series:
+        if name in GIFLIB_EXPECT:
+            verdict, per_function, why = GIFLIB_EXPECT[name]
+            report = analyze_tree(src, patches / name, cflags=["-I."])
+            got = {f.name: f.verdict.value for f in report.functions}
+            if report.verdict.value != verdict or any(
+                got.get(fn) != v for fn, v in per_function.items()
+            ):
+                problems.append(f"{name}: expected {verdict} {per_function} ({why})\n"
+                                f"{report.to_text()}")
+        subprocess.run(["patch", "-p1", "--batch", "-s", "-i", str(patches / name)], cwd=src,
+                       check=True, capture_output=True)
     assert not problems, "\n".join(problems)
 
 
