@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from opus_bpf.agent.options import add_publish_arguments, add_serve_arguments
 from opus_bpf.errors import OpusError
 
 EXAMPLES = """examples:
@@ -73,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     _targets(r)
     r.add_argument("--timeout", type=float, default=10.0)
     r.add_argument("--json", action="store_true")
+
+    add_publish_arguments(a)
+    add_publish_arguments(r)
+
+    v = sub.add_parser(
+        "serve", help="agent: keep a patch directory applied on this host, serve /metrics"
+    )
+    add_serve_arguments(v)
 
     s = sub.add_parser("status", help="patches applied to a process, read from the process")
     s.add_argument("--pid", required=True, type=int)
@@ -169,7 +178,11 @@ def _run_many(args: argparse.Namespace, op: str) -> int:
     from opus_bpf.runtime.apply import apply_bundle, revert_bundle
 
     what = args.bundle if op == "apply" else args.patch
-    fn = apply_bundle if op == "apply" else revert_bundle
+    runtime_fn = apply_bundle if op == "apply" else revert_bundle
+
+    def fn(bundle: str, pid: int, timeout: float) -> object:
+        return _observed(args, op, lambda: runtime_fn(bundle, pid, timeout=timeout))
+
     pids = _pids(args, what)
     if len(pids) == 1 and args.pid:
         _print_result(fn(what, pids[0], timeout=args.timeout), args.json)
@@ -194,6 +207,23 @@ def _run_many(args: argparse.Namespace, op: str) -> int:
             + (f", {failed} failed (left unchanged)" if failed else "")
         )
     return 1 if failed or not pids else 0
+
+
+def _observed(args: argparse.Namespace, operation: str, fn: object) -> object:
+    """Run one apply/revert, record its metrics, and push them where asked (one-shot runs)."""
+    from opus_bpf import metrics
+
+    try:
+        return metrics.run_observed(operation, fn)  # type: ignore[arg-type]
+    finally:
+        for problem in metrics.publish(args.pushgateway, args.metrics_textfile):
+            print(f"opus-bpf {args.cmd}: warning: {problem}", file=sys.stderr)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from opus_bpf.agent.options import run
+
+    return run(args)
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
@@ -242,6 +272,7 @@ COMMANDS = {
     "revert": _cmd_revert,
     "status": _cmd_status,
     "analyze": _cmd_analyze,
+    "serve": _cmd_serve,
 }
 
 

@@ -81,7 +81,7 @@ venv() {
 
 setup() {
   need_root
-  apt_install python3-bpfcc python3-venv gcc make libc6-dev patch
+  apt_install python3-bpfcc python3-venv gcc make libc6-dev patch binutils prometheus prometheus-pushgateway
   kernel_headers
   mounts
   venv

@@ -303,7 +303,8 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
                     mem.write(old, jump)
 
             stats = wait_for_quiescence(pid, mem, ranges, probes, timeout, redirect)
-        except BaseException:
+        except BaseException as exc:
+            _attach_figures(exc, result, t_start)
             if probes is not None:
                 probes.detach()
             _undo_load(pid, mem, base, po.span, record_addr, record, loaded_now)
@@ -325,6 +326,20 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
         result.probe_hits = stats.probe_hits
         result.total_seconds = time.monotonic() - t_start
         return result
+
+
+def _attach_figures(exc: BaseException, result: ApplyResult, t_start: float) -> None:
+    """Give a failed wait's figures to whoever records metrics (exc.result)."""
+    stats = getattr(exc, "stats", None)
+    if stats is None:
+        return
+    result.outcome = "timeout"
+    result.wait_seconds = stats.wait_seconds
+    result.pauses = stats.pauses
+    result.attempts = stats.attempts
+    result.probe_hits = stats.probe_hits
+    result.total_seconds = time.monotonic() - t_start
+    exc.result = result  # type: ignore[attr-defined]
 
 
 def _undo_load(
@@ -402,6 +417,9 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
                 L.write_record(mem, record_addr, record)
 
             stats = wait_for_quiescence(pid, mem, ranges, probes, timeout, restore)
+        except BaseException as exc:
+            _attach_figures(exc, result, t_start)
+            raise
         finally:
             probes.detach()
         result.probe_detach_seconds = probes.detach_seconds

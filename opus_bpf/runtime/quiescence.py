@@ -145,7 +145,7 @@ def settle(
     mem: ProcessMemory,
     maps: list[Mapping],
     ranges: list[CodeRange],
-    rounds: int = 12,
+    budget_seconds: float = 0.005,
     slice_seconds: float = 0.0002,
 ) -> Activation | None:
     """Let only the busy threads run, briefly, until none is inside; the rest stay held.
@@ -153,15 +153,17 @@ def settle(
     With many threads calling a hot function, the chance that a stop catches every one of them
     outside it is (1 - f)^n. Holding the threads already outside and releasing just the busy
     ones for a fraction of a millisecond makes each of them leave on its own: a short function
-    is left within microseconds. Bounded: after `rounds` the caller resumes everything.
+    is left within microseconds, and a thread caught outside stays held. Bounded: once the
+    rounds have taken `budget_seconds` the caller resumes everything.
     """
+    deadline = time.monotonic() + budget_seconds
     rs = RangeSet(_with_uprobes(maps, ranges))
     busy = {}
     for st in world.threads.values():
         hit = thread_activation(st, mem, maps, rs)
         if hit is not None:
             busy[st.tid] = hit
-    for _ in range(rounds):
+    while time.monotonic() < deadline:
         if not busy:
             return None
         for tid in busy:
@@ -293,9 +295,11 @@ def _wait(
                 )
             else:
                 why = f"BPF probes counted {live} live activation(s)"
-            raise QuiescenceTimeout(
+            err = QuiescenceTimeout(
                 f"timed out after {timeout:g}s waiting for the functions to be idle ({why}; "
                 f"{stats.attempts} looks); nothing was changed: retry later or raise --timeout"
             )
+            err.stats = stats  # type: ignore[attr-defined]  # the figures of the failed wait
+            raise err
         if not T.list_threads(pid):
             raise ProcessExited(f"process {pid} exited")

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import apply_json, entry_bytes, opus, status_json
+from rtharness import apply_json, entry_bytes, opus, status_json
 
 from opus_bpf.target.elf import load_elf
 

@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 
-from conftest import TARGETS, opus, status_json
+from rtharness import TARGETS, opus, status_json
 
 
 def test_library_patched_in_every_process_that_maps_it(run_target, tmp_path):

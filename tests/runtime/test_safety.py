@@ -11,7 +11,7 @@ import time
 import zipfile
 
 import pytest
-from conftest import CFLAGS, OPUS, TARGETS, apply_json, entry_bytes, opus, status_json
+from rtharness import CFLAGS, OPUS, TARGETS, apply_json, entry_bytes, opus, status_json
 
 from opus_bpf.target.elf import load_elf
 
