@@ -88,6 +88,9 @@ def _dedup_functions(report: Report) -> None:
             continue
         seen[key] = fr
         out.append(fr)
+    # changed functions in source order, then added, then removed
+    order = {"changed": 0, "preprocessed-only": 0, "added": 1, "removed": 2}
+    out.sort(key=lambda fr: (order.get(fr.status, 3), fr.file or "", fr.line or 0))
     report.functions = out
 
 
