@@ -36,16 +36,8 @@ class AnalysisRefused(OpusError):
 
 
 def _first_reason(report: Report, verdict: Verdict) -> str:
-    for fn in report.functions:
-        if fn.verdict == verdict:
-            findings = getattr(fn, "findings", []) or []
-            if findings:
-                f = findings[0]
-                where = f"{getattr(f, 'file', '?')}:{getattr(f, 'line', '?')}"
-                return f"{fn.name}: {getattr(f, 'message', str(f))} ({where})"
-            reason = getattr(fn, "reason", "") or ""
-            return f"{fn.name}: {reason}".rstrip(": ")
-    return ""
+    """The first finding behind a verdict, functions or file scope (types, globals, parsing)."""
+    return report.first_reason(verdict)
 
 
 def build_checked(
