@@ -165,6 +165,11 @@ def _commands(rel: str, src: Path, tree: Path, cflags: list[str] | None,
     return old, new
 
 
+# The TUs are parsed only to compare functions: with __LINE__ fixed, a function below the fix
+# whose only difference is the line number an assert macro expands to is not "changed" (the
+# patch TU itself is compiled from the real text with #line, so replaced code keeps its lines).
+_NO_LINE = ["-U__LINE__", "-D__LINE__=0", "-Wno-builtin-macro-redefined"]
+
 _PATH_FLAGS = ("-isystem", "-iquote", "-idirafter", "-include", "-imacros", "-I")
 
 
@@ -229,10 +234,10 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
             try:
                 if _same_preprocessed(u, src, tree):
                     continue  # e.g. a TU that does not include the changed header
-                u.old_tu = parse(u.old_cmd.file_arg, u.old_cmd.args, u.old_cmd.directory,
-                                 cc=u.old_cmd.compiler)
-                u.new_tu = parse(u.new_cmd.file_arg, u.new_cmd.args, u.new_cmd.directory,
-                                 cc=u.new_cmd.compiler)
+                u.old_tu = parse(u.old_cmd.file_arg, u.old_cmd.args + _NO_LINE,
+                                 u.old_cmd.directory, cc=u.old_cmd.compiler)
+                u.new_tu = parse(u.new_cmd.file_arg, u.new_cmd.args + _NO_LINE,
+                                 u.new_cmd.directory, cc=u.new_cmd.compiler)
             except CFrontError as e:
                 raise BuildError(e.message) from e
             u.changes = changed_functions(u.old_tu, u.new_tu)

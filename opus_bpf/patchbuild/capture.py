@@ -9,9 +9,12 @@ once in a copy of the tree (``--src`` is never touched) with a directory first o
 arguments to a log, then execs the real compiler found further down ``PATH``. Plain make,
 configure+make and CMake all find the compiler that way.
 
-The copy is forced to compile everything: object files are deleted and sources/headers get a
-fresh mtime, so a tree that was already built in place is rebuilt; a ``CMakeCache.txt`` copied
-from another directory is removed (CMake refuses to reuse it) so the build re-configures.
+The copy is made to compile again: sources and headers get a fresh mtime, so a tree that was
+already built in place rebuilds every object whose rule names its source (objects are not
+deleted: a Makefile may link objects it has no rule for, as redis does with its deps/); a
+``CMakeCache.txt`` copied from another directory is removed (CMake refuses to reuse it) so the
+build re-configures. Objects that are up to date by other means are not seen: pass a build
+command that cleans first (``make distclean && make``) to capture those too.
 
 Paths in the captured commands that point into the copy are rewritten to ``--src`` when that file
 or directory exists there (the binary was built from ``--src``); other paths (an out-of-tree
@@ -38,7 +41,6 @@ from .errors import BuildError
 COMPILER_NAMES = ("cc", "gcc", "clang", "c89", "c99", "gcc-12", "clang-14", "clang-15",
                   "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-gcc-12")
 SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".c++")
-_OBJECT_SUFFIXES = (".o", ".lo", ".obj")
 _TOUCH_SUFFIXES = SOURCE_SUFFIXES + (".h", ".hh", ".hpp", ".hxx", ".inc", ".def")
 # invocations that do not compile: preprocessing, dependency listing, version probes
 _NOT_COMPILING = {"-E", "-M", "-MM", "--version", "-v", "-dumpversion", "-dumpmachine",
@@ -103,9 +105,9 @@ def existing_compdb(src: Path) -> Path | None:
 
 
 def _prepare_copy(src: Path, tree: Path) -> None:
-    from .diffapply import copy_tree
-
-    copy_tree(src, tree)
+    # objects are copied too (a Makefile may link objects it has no rule for)
+    shutil.copytree(src, tree, symlinks=True, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".git", ".hg", ".svn", "*.opus", ".venv"))
     now = time.time()
     for root, dirs, files in os.walk(tree):
         rp = Path(root)
@@ -117,9 +119,7 @@ def _prepare_copy(src: Path, tree: Path) -> None:
             p = rp / f
             if p.is_symlink():
                 continue
-            if f.endswith(_OBJECT_SUFFIXES):
-                p.unlink(missing_ok=True)
-            elif f.endswith(_TOUCH_SUFFIXES):
+            if f.endswith(_TOUCH_SUFFIXES):
                 os.utime(p, (now, now))
 
 
@@ -270,12 +270,12 @@ def capture_compile_commands(src: str | os.PathLike[str], build_cmd: str,
             from e
     seconds = time.monotonic() - t0
     out_lines = (p.stdout + p.stderr).splitlines()
+    (work / "build.log").write_text("\n".join(out_lines) + "\n")
     if p.returncode != 0:
-        errs = [ln for ln in out_lines if "error" in ln.lower()] or out_lines[-3:]
+        errs = [ln for ln in out_lines if "error:" in ln or "Error " in ln] or out_lines[-3:]
         raise BuildError(f"the build command `{build_cmd}` failed in a copy of {src_p} (exit "
                          f"{p.returncode}): {errs[0].strip() if errs else ''}; "
                          f"its output is in {work}/build.log")
-    (work / "build.log").write_text("\n".join(out_lines) + "\n")
     lines = log.read_text(errors="surrogateescape").splitlines() if log.exists() else []
     entries = [_rebase_entry(e, tree, src_p) for e in _entries(lines)]
     if not entries:
