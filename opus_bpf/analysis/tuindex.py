@@ -124,6 +124,7 @@ class TUIndex:
         self._fp: dict[int, tuple] = {}
         self._fn_fp: dict[int, tuple] = {}
         self.sources = SourceCache(unit.root, unit.sources)
+        self._line_macro_cache: dict[str, set[str]] = {}
         for ext in self.ast.ext:
             self._add_ext(ext)
 
@@ -207,7 +208,31 @@ class TUIndex:
             return False
         raw = self.sources.line(c.coord.file, c.coord.line)
         # without the raw line we cannot tell a macro's __LINE__ from a literal: keep it
-        return raw is not None and re.search(rf"\b0*{value}\b", raw) is None
+        if raw is None or re.search(rf"\b0*{value}\b", raw) is not None:
+            return False
+        # only a macro that can expand to __LINE__ counts: a constant macro (MAX_LINE = 256)
+        # used on line 256 is a coincidence, and would wrongly make a moved function "changed"
+        words = set(re.findall(r"[A-Za-z_]\w*", raw))
+        return bool(words & self._line_macros(c.coord.file))
+
+    def _line_macros(self, file: str | None) -> set[str]:
+        """Names in `file` that may expand to __LINE__: assert, __LINE__, and #defines using it
+        (directly or through another such macro)."""
+        key = file or ""
+        got = self._line_macro_cache.get(key)
+        if got is None:
+            got = {"__LINE__", "assert", "__ASSERT_FUNCTION"}
+            text = self.sources.text(file) or ""
+            defs = re.findall(r"^\s*#\s*define\s+(\w+)(?:\([^)]*\))?(.*(?:\\\n.*)*)", text, re.M)
+            changed = True
+            while changed:
+                changed = False
+                for name, body in defs:
+                    if name not in got and set(re.findall(r"\w+", body)) & got:
+                        got.add(name)
+                        changed = True
+            self._line_macro_cache[key] = got
+        return got
 
     def is_static_function(self, name: str) -> bool:
         fd = self.functions.get(name)
