@@ -4,27 +4,20 @@ Regression: the demo server's `char out[MAX_LINE + 64]` (MAX_LINE 256) sat on li
 lines above moved it, and the unchanged function was reported as "compiles differently".
 """
 
-from opus_bpf.analysis import Verdict, analyze_sources
+from pathlib import Path
 
-FILLER = "\n" * 20
+from opus_bpf.analysis import Verdict, analyze_sources, analyze_tree
 
-
-def _program(extra_line: str) -> str:
-    head = "#define SIZE 24\nint helper(int x)\n{\n" + extra_line + "    return x;\n}\n"
-    # `SIZE` is used on line 24 of the old file: its value equals its line number there
-    body_start = head.count("\n")
-    pad = "\n" * (23 - body_start - 2)
-    return head + pad + "int user(void)\n{\n    char buf[SIZE];\n    return sizeof buf;\n}\n"
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 
 
 def test_constant_macro_equal_to_its_line_is_not_a_line_number():
-    old = _program("")
-    new = _program("    if (x < 0) return x;\n")
-    assert old.splitlines()[23].strip() == "char buf[SIZE];"  # line 24 holds SIZE == 24
-    report = analyze_sources(old, new, name="moved.c")
-    names = {f.name: f for f in report.functions}
-    assert "user" not in names, names["user"].findings if "user" in names else None
-    assert report.verdict in (Verdict.SAFE, Verdict.REVIEW)
+    # the demo's fix adds two lines above serve_session, whose MAX_LINE (256) sat on line 256
+    src = (DEMO / "server.c").read_text().splitlines()
+    assert any(i + 1 == 256 and "MAX_LINE" in ln for i, ln in enumerate(src))
+    report = analyze_tree(DEMO, DEMO / "fix.diff", cflags=["-O2", "-g"])
+    assert [f.name for f in report.functions] == ["handle_request"]
+    assert report.verdict == Verdict.SAFE
 
 
 def test_assert_line_numbers_still_ignored_when_a_function_moves():
