@@ -29,7 +29,7 @@ from opus_bpf.errors import (
 from opus_bpf.runtime import loader as L
 from opus_bpf.runtime.memory import ProcessMemory
 from opus_bpf.runtime.probes import ActivationProbes, ProbeSite
-from opus_bpf.runtime.quiescence import CodeRange, wait_for_quiescence
+from opus_bpf.runtime.quiescence import CodeRange, WaitStats, wait_for_quiescence
 from opus_bpf.runtime.redirect import decode_jump, encode_jump
 from opus_bpf.runtime.remote import RemoteCaller
 from opus_bpf.runtime.status import PatchState, loaded_patches
@@ -73,6 +73,16 @@ class ApplyResult:
     probe_detach_seconds: float = 0.0
     total_seconds: float = 0.0
     outcome: str = "applied"
+
+    def take(self, stats: WaitStats, t_start: float, succeeded: bool = True) -> ApplyResult:
+        """Copy the quiescence wait's figures; the last pause is the successful one."""
+        self.wait_seconds = stats.wait_seconds
+        self.pauses = stats.pauses
+        self.pause_seconds = stats.pauses[-1] if stats.pauses and succeeded else 0.0
+        self.attempts = stats.attempts
+        self.probe_hits = stats.probe_hits
+        self.total_seconds = time.monotonic() - t_start
+        return self
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -319,13 +329,7 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
                     f"the jump at {f.name} was changed after it was written; run "
                     f"`opus-bpf status --pid {pid}`"
                 )
-        result.wait_seconds = stats.wait_seconds
-        result.pauses = stats.pauses
-        result.pause_seconds = stats.pauses[-1] if stats.pauses else 0.0
-        result.attempts = stats.attempts
-        result.probe_hits = stats.probe_hits
-        result.total_seconds = time.monotonic() - t_start
-        return result
+        return result.take(stats, t_start)
 
 
 def _attach_figures(exc: BaseException, result: ApplyResult, t_start: float) -> None:
@@ -334,12 +338,7 @@ def _attach_figures(exc: BaseException, result: ApplyResult, t_start: float) -> 
     if stats is None:
         return
     result.outcome = "timeout"
-    result.wait_seconds = stats.wait_seconds
-    result.pauses = stats.pauses
-    result.attempts = stats.attempts
-    result.probe_hits = stats.probe_hits
-    result.total_seconds = time.monotonic() - t_start
-    exc.result = result  # type: ignore[attr-defined]
+    exc.result = result.take(stats, t_start, succeeded=False)  # type: ignore[attr-defined]
 
 
 def _undo_load(
@@ -423,10 +422,4 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
         finally:
             probes.detach()
         result.probe_detach_seconds = probes.detach_seconds
-        result.wait_seconds = stats.wait_seconds
-        result.pauses = stats.pauses
-        result.pause_seconds = stats.pauses[-1] if stats.pauses else 0.0
-        result.attempts = stats.attempts
-        result.probe_hits = stats.probe_hits
-        result.total_seconds = time.monotonic() - t_start
-        return result
+        return result.take(stats, t_start)
