@@ -56,6 +56,45 @@ class BuildIdCache:
             return None
         return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
+    def for_path(self, path: str) -> str | None:
+        """Build-id of a file the process maps (a shared library), by the same file identity."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+        bid = read_build_id(path)
+        with self._lock:
+            self.misses += 1
+            self._data[key] = bid
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+        return bid
+
+    def for_libraries(self, pid: int) -> list[str]:
+        """Build-ids of the files `pid` maps besides its executable (shared libraries)."""
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                paths = {
+                    ln.split(None, 5)[5].strip()
+                    for ln in f
+                    if ln.count(" ") >= 5 and "/" in ln and ".so" in ln
+                }
+        except OSError:
+            return []
+        out = []
+        for path in sorted(paths):
+            via = f"/proc/{pid}/root{path}"
+            bid = self.for_path(via if os.path.exists(via) else path)
+            if bid:
+                out.append(bid)
+        return out
+
     def for_pid(self, pid: int) -> str | None:
         """Build-id of the executable `pid` runs; None for kernel threads and vanished pids."""
         key = self.file_key(pid)

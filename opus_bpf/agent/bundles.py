@@ -29,6 +29,7 @@ class BundleInfo:
     build_id: str
     functions: tuple[str, ...] = field(default=())
     mtime_ns: int = 0
+    target_path: str = ""  # the file the bundle was built for (an executable or a library)
 
 
 class BundleRefused(ValueError):
@@ -54,6 +55,7 @@ def read_bundle(path: str) -> BundleInfo:
         build_id=m.target.build_id.lower(),
         functions=tuple(f.name for f in m.functions),
         mtime_ns=os.stat(path).st_mtime_ns,
+        target_path=m.target.path,
     )
 
 

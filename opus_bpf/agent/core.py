@@ -54,9 +54,16 @@ class _Failure:
 class Agent:
     """One agent per host. `run()` blocks until `stop()` (or SIGTERM via `serve`)."""
 
-    def __init__(self, patch_dir: str, state_dir: str, timeout: float = 10.0,
-                 rescan_interval: float = 60.0, exec_delay: float = 0.2,
-                 exec_watch: bool = True, count_calls: bool = False) -> None:
+    def __init__(
+        self,
+        patch_dir: str,
+        state_dir: str,
+        timeout: float = 10.0,
+        rescan_interval: float = 60.0,
+        exec_delay: float = 0.2,
+        exec_watch: bool = True,
+        count_calls: bool = False,
+    ) -> None:
         self.patch_dir = patch_dir
         self.state = State(state_dir)
         self.timeout = timeout
@@ -97,8 +104,9 @@ class Agent:
         # one process at once crash libbcc/LLVM. Watch first, then scan: no exec falls between.
         metrics.set_exec_watch_up(False)
         if self.want_exec_watch:
-            self._watch_thread = threading.Thread(target=self._start_exec_watch,
-                                                  name="exec-watch-load", daemon=True)
+            self._watch_thread = threading.Thread(
+                target=self._start_exec_watch, name="exec-watch-load", daemon=True
+            )
             self._watch_thread.start()
         self._update_gauges()  # before the first scrape can see them
         if listen:
@@ -113,8 +121,12 @@ class Agent:
         try:
             w.start()
         except Exception as exc:  # no BCC, no headers, no privileges: degrade to periodic scans
-            log.warning("exec watch unavailable (%s); restarted processes are patched at the "
-                        "next scan (every %.0f s)", exc, self.rescan_interval)
+            log.warning(
+                "exec watch unavailable (%s); restarted processes are patched at the "
+                "next scan (every %.0f s)",
+                exc,
+                self.rescan_interval,
+            )
             self.watch_failed = str(exc)
             return
         if self._stop.is_set():  # the agent stopped while BCC was compiling
@@ -126,8 +138,7 @@ class Agent:
             self.calls = CallCounter(w.bpf)
         self.watch = w
         metrics.set_exec_watch_up(True)
-        log.info("exec watch attached (sched:sched_process_exec) in %.1f s",
-                 time.monotonic() - t0)
+        log.info("exec watch attached (sched:sched_process_exec) in %.1f s", time.monotonic() - t0)
 
     def stop(self) -> None:
         """Ask `run()` to return; safe from a signal handler or another thread."""
@@ -164,8 +175,11 @@ class Agent:
 
     def run(self) -> None:
         """The loop: exec events, timers, periodic scans, state pruning, gauges."""
-        while (self._watch_thread is not None and self._watch_thread.is_alive()
-               and not self._stop.is_set()):
+        while (
+            self._watch_thread is not None
+            and self._watch_thread.is_alive()
+            and not self._stop.is_set()
+        ):
             self._watch_thread.join(timeout=0.2)  # no apply (BCC compile) during its compile
         self._guard(self.scan)
         next_scan = time.monotonic() + self.rescan_interval
@@ -221,8 +235,13 @@ class Agent:
     def reload_bundles(self, force: bool = False) -> bool:
         """Re-read the patch directory if anything in it changed; True if it did."""
         try:
-            sig = tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size)
-                               for e in os.scandir(self.patch_dir) if e.is_file()))
+            sig = tuple(
+                sorted(
+                    (e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                    for e in os.scandir(self.patch_dir)
+                    if e.is_file()
+                )
+            )
         except FileNotFoundError:
             sig = ()
         if sig == self._patch_dir_sig and not force:
@@ -245,8 +264,7 @@ class Agent:
         for b in kept:
             self.by_build_id.setdefault(b.build_id, []).append(b)
         metrics.set_agent_bundles(len(kept))
-        log.info("%d bundles for %d builds in %s", len(kept), len(self.by_build_id),
-                 self.patch_dir)
+        log.info("%d bundles for %d builds in %s", len(kept), len(self.by_build_id), self.patch_dir)
         return True
 
     def scan(self) -> None:
@@ -266,10 +284,25 @@ class Agent:
         self.tick()
 
     def check_process(self, pid: int) -> None:
-        """Apply, in order, every bundle for this process's build that it does not have yet."""
-        bid = self.cache.for_pid(pid)
-        if bid is None or bid not in self.by_build_id:
-            return
+        """Apply, in order, every bundle for this process's executable and shared libraries
+        that it does not have yet (a libexpat fix reaches every process that maps libexpat)."""
+        exe = self.cache.for_pid(pid)
+        bids = [exe] if exe in self.by_build_id else []
+        if self.library_bundles:
+            bids += [
+                b for b in self.cache.for_libraries(pid) if b in self.by_build_id and b not in bids
+            ]
+        for bid in bids:
+            self._check_build(pid, bid)
+
+    @property
+    def library_bundles(self) -> bool:
+        """Whether any bundle targets a shared library (else libraries need not be read)."""
+        return any(
+            ".so" in os.path.basename(b.target_path) for bs in self.by_build_id.values() for b in bs
+        )
+
+    def _check_build(self, pid: int, bid: str) -> None:
         started = procs.start_time(pid)
         if started is None:
             return
@@ -332,26 +365,54 @@ class Agent:
             delay = BACKOFF[min(count, len(BACKOFF)) - 1]
             self.failures[key] = _Failure(count, time.monotonic() + delay, outcome, msg, give_up)
             if give_up:
-                log.error("%s not applied to pid %d (%s): %s; giving up until the bundle changes",
-                          b.name, pid, outcome, msg)
+                log.error(
+                    "%s not applied to pid %d (%s): %s; giving up until the bundle changes",
+                    b.name,
+                    pid,
+                    outcome,
+                    msg,
+                )
             else:
-                log.warning("%s not applied to pid %d (%s): %s; retry in %.0f s",
-                            b.name, pid, outcome, msg, delay)
+                log.warning(
+                    "%s not applied to pid %d (%s): %s; retry in %.0f s",
+                    b.name,
+                    pid,
+                    outcome,
+                    msg,
+                    delay,
+                )
                 self._schedule(time.monotonic() + delay, "check", pid)
             return False
         self.failures.pop(key, None)
         self._record(b, pid, started, build_id, result)
-        log.info("applied %s (%s) to pid %d: wait %.1f ms, pause %.0f us", b.name, b.id, pid,
-                 1e3 * float(getattr(result, "wait_seconds", 0.0)),
-                 1e6 * float(getattr(result, "pause_seconds", 0.0)))
+        log.info(
+            "applied %s (%s) to pid %d: wait %.1f ms, pause %.0f us",
+            b.name,
+            b.id,
+            pid,
+            1e3 * float(getattr(result, "wait_seconds", 0.0)),
+            1e6 * float(getattr(result, "pause_seconds", 0.0)),
+        )
         return True
 
-    def _record(self, b: BundleInfo, pid: int, started: int, build_id: str,
-                result: object | None, save: bool = True) -> None:
+    def _record(
+        self,
+        b: BundleInfo,
+        pid: int,
+        started: int,
+        build_id: str,
+        result: object | None,
+        save: bool = True,
+    ) -> None:
         funcs = getattr(result, "functions", None) if result is not None else None
         names = [str(getattr(fn, "name", fn)) for fn in funcs] if funcs else list(b.functions)
-        self.state.record(pid, started, procs.exe_link(pid), build_id,
-                          AppliedPatch(b.id, b.name, b.path, names, time.time()))
+        self.state.record(
+            pid,
+            started,
+            procs.exe_link(pid),
+            build_id,
+            AppliedPatch(b.id, b.name, b.path, names, time.time()),
+        )
         self._update_gauges()  # gauges first: /status and /metrics then never disagree for long
         if save:
             self.state.save()
@@ -372,15 +433,30 @@ class Agent:
         """What /status shows: bundles, patched processes, pending failures."""
         return {
             "patch_dir": self.patch_dir,
-            "bundles": [{"id": b.id, "name": b.name, "build_id": b.build_id, "path": b.path,
-                         "functions": list(b.functions)} for b in self.bundles],
+            "bundles": [
+                {
+                    "id": b.id,
+                    "name": b.name,
+                    "build_id": b.build_id,
+                    "path": b.path,
+                    "functions": list(b.functions),
+                }
+                for b in self.bundles
+            ],
             "processes": self.state.snapshot(),
-            "failures": [{"pid": k[0], "bundle_id": k[2], "count": v.count,
-                          "outcome": v.outcome, "message": v.message, "given_up": v.given_up}
-                         for k, v in self.failures.items()],
+            "failures": [
+                {
+                    "pid": k[0],
+                    "bundle_id": k[2],
+                    "count": v.count,
+                    "outcome": v.outcome,
+                    "message": v.message,
+                    "given_up": v.given_up,
+                }
+                for k, v in self.failures.items()
+            ],
             "exec_watch": self.watch is not None,
-            "exec_watch_loading": self._watch_thread is not None
-            and self._watch_thread.is_alive(),
+            "exec_watch_loading": self._watch_thread is not None and self._watch_thread.is_alive(),
             "exec_watch_error": self.watch_failed,
             "count_calls": self.calls is not None,
             "last_scan": self.last_scan,
@@ -389,19 +465,36 @@ class Agent:
     def health(self) -> dict:
         """Healthy while the loop has scanned within two intervals."""
         age = time.time() - (self.last_scan or self.started_at)
-        return {"ok": age < 2 * self.rescan_interval + 30, "last_scan_age_seconds": age,
-                "exec_watch": self.watch is not None, "bundles": len(self.bundles)}
+        return {
+            "ok": age < 2 * self.rescan_interval + 30,
+            "last_scan_age_seconds": age,
+            "exec_watch": self.watch is not None,
+            "bundles": len(self.bundles),
+        }
 
 
-def serve(listen: str = "127.0.0.1:9464", patch_dir: str = "/etc/opus-bpf/patches",
-          state_dir: str = "/var/lib/opus-bpf", timeout: float = 10.0,
-          rescan_interval: float = 60.0, exec_delay: float = 0.2, exec_watch: bool = True,
-          count_calls: bool = False) -> int:
+def serve(
+    listen: str = "127.0.0.1:9464",
+    patch_dir: str = "/etc/opus-bpf/patches",
+    state_dir: str = "/var/lib/opus-bpf",
+    timeout: float = 10.0,
+    rescan_interval: float = 60.0,
+    exec_delay: float = 0.2,
+    exec_watch: bool = True,
+    count_calls: bool = False,
+) -> int:
     """Run the agent until SIGTERM/SIGINT; SIGHUP rescans. Returns an exit status."""
     # The runtime keeps patch objects under $OPUS_BPF_STATE_DIR/objects: same place as our record.
     os.environ.setdefault("OPUS_BPF_STATE_DIR", state_dir)
-    agent = Agent(patch_dir, state_dir, timeout=timeout, rescan_interval=rescan_interval,
-                  exec_delay=exec_delay, exec_watch=exec_watch, count_calls=count_calls)
+    agent = Agent(
+        patch_dir,
+        state_dir,
+        timeout=timeout,
+        rescan_interval=rescan_interval,
+        exec_delay=exec_delay,
+        exec_watch=exec_watch,
+        count_calls=count_calls,
+    )
     agent.start(listen)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
