@@ -223,6 +223,10 @@ class TUIndex:
         if got is None:
             got = {"__LINE__", "assert", "__ASSERT_FUNCTION"}
             text = self.sources.text(file) or ""
+            # the program's own headers too: redis's serverAssert lives in server.h
+            for header in self._project_headers():
+                if header != file:
+                    text += "\n" + (self.sources.text(header) or "")
             defs = re.findall(r"^\s*#\s*define\s+(\w+)(?:\([^)]*\))?(.*(?:\\\n.*)*)", text, re.M)
             changed = True
             while changed:
@@ -232,6 +236,18 @@ class TUIndex:
                         got.add(name)
                         changed = True
             self._line_macro_cache[key] = got
+        return got
+
+    def _project_headers(self) -> list[str]:
+        """Files other than system headers that declared something at file scope in this TU."""
+        got = getattr(self, "_headers", None)
+        if got is None:
+            seen: dict[str, None] = {}
+            for ext in self.ast.ext:
+                f = ext.coord.file if ext.coord is not None else None
+                if f and not f.startswith(("/usr/", "<")):
+                    seen.setdefault(f, None)
+            got = self._headers = list(seen)
         return got
 
     def is_static_function(self, name: str) -> bool:

@@ -25,3 +25,18 @@ def test_assert_line_numbers_still_ignored_when_a_function_moves():
     new = "#include <assert.h>\n\n\nint f(int x)\n{\n    assert(x > 0);\n    return x;\n}\n"
     report = analyze_sources(old, new, name="a.c")
     assert [f.name for f in report.functions] == []
+
+
+def test_line_macro_from_the_program_header(tmp_path):
+    # redis: serverAssert (server.h) expands __LINE__ in networking.c; a fix above must not make
+    # every later function with an assert "compile differently"
+    (tmp_path / "srv.h").write_text(
+        "void fail(const char *f, int l);\n"
+        "#define srvAssert(e) ((e) ? (void)0 : fail(__FILE__, __LINE__))\n")
+    body = "int g(int x)\n{\n    srvAssert(x > 0);\n    return x;\n}\n"
+    (tmp_path / "a.c").write_text('#include "srv.h"\nint f(int x)\n{\n    return x;\n}\n' + body)
+    (tmp_path / "fix.diff").write_text(
+        "--- a/a.c\n+++ b/a.c\n@@ -2,4 +2,6 @@\n int f(int x)\n {\n+    if (x > 9)\n"
+        "+        return 9;\n     return x;\n }\n")
+    report = analyze_tree(tmp_path, tmp_path / "fix.diff", cflags=["-O2"])
+    assert [f.name for f in report.functions] == ["f"]
