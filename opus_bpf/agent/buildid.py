@@ -62,7 +62,10 @@ class BuildIdCache:
             st = os.stat(path)
         except OSError:
             return None
-        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        return self._lookup((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size), path)
+
+    def _lookup(self, key: FileKey, path: str) -> str | None:
+        """The cached build-id for a file identity, read from `path` on a miss."""
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
@@ -100,15 +103,4 @@ class BuildIdCache:
         key = self.file_key(pid)
         if key is None:
             return None
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-        bid = read_build_id(f"/proc/{pid}/exe")
-        with self._lock:
-            self.misses += 1
-            self._data[key] = bid
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-        return bid
+        return self._lookup(key, f"/proc/{pid}/exe")
