@@ -26,6 +26,7 @@ from opus_bpf.errors import (
     SymbolProblem,
     TargetMismatch,
 )
+from opus_bpf.runtime import gate as G
 from opus_bpf.runtime import loader as L
 from opus_bpf.runtime.memory import ProcessMemory
 from opus_bpf.runtime.probes import ActivationProbes, ProbeSite
@@ -278,6 +279,9 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
             result.functions.append(
                 Redirect(f.name, old, new, "rel32" if len(jump) == 5 else "abs64")
             )
+        gate_page = base + po.span + L.RECORD_SIZE
+        ranges.append(CodeRange(gate_page, gate_page + L.GATE_PAGE_SIZE, "activation gates"))
+        gates = _prepare_gates(mem, tgt, plan, writes, gate_page) if len(writes) > 1 else None
         seq = max([p.record.get("seq", 0) for p in patches] + [0]) + 1
         record = {
             "id": m.id,
@@ -291,9 +295,20 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
             "seq": seq,
             "state": "loaded",
             "applied_at": None,
+            "gate_page": gate_page,
+            "gates": gates,
             "functions": [
-                {"name": f.name, "old": old, "new": new, "jump": jump.hex(), "saved": saved.hex()}
-                for f, old, new, jump, saved in writes
+                {
+                    "name": f.name,
+                    "old": old,
+                    "new": new,
+                    "jump": jump.hex(),
+                    "saved": saved.hex(),
+                    "room": sym.size,
+                }
+                for (f, old, new, jump, saved), (_f, sym, _o, _c, _s) in zip(
+                    writes, plan, strict=True
+                )
             ],
         }
         L.write_record(mem, record_addr, record)
@@ -306,11 +321,20 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
             result.probe_setup_seconds = time.monotonic() - t0
 
             def redirect(world: object) -> None:
+                if gates:
+                    # every entry through its gate (old code still runs), one byte switches all
+                    record["state"] = "activating"
+                    L.write_record(mem, record_addr, record)
+                    for (_f, old, _n, _j, _s), g, (_f2, sym, _o, _c, _src) in zip(
+                        writes, gates, plan, strict=True
+                    ):
+                        mem.write(old, encode_jump(old, g, sym.size))
+                    mem.write(gate_page + G.FLAG_OFFSET, b"\x01")
+                for _f, old, _new, jump, _saved in writes:
+                    mem.write(old, jump)
                 record["state"] = "active"
                 record["applied_at"] = time.time()
                 L.write_record(mem, record_addr, record)
-                for _f, old, _new, jump, _saved in writes:
-                    mem.write(old, jump)
 
             stats = wait_for_quiescence(pid, mem, ranges, probes, timeout, redirect)
         except BaseException as exc:
@@ -330,6 +354,35 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
                     f"`opus-bpf status --pid {pid}`"
                 )
         return result.take(stats, t_start)
+
+
+def _prepare_gates(
+    mem: ProcessMemory, tgt: _Target, plan: list, writes: list, gate_page: int
+) -> list[int] | None:
+    """Write one activation gate per function (flag clear) into the gate page; None when some
+    function's first instructions cannot be displaced (then jumps are written one by one)."""
+    codes = []
+    for i, ((_f, sym, old, cur, src), (_f2, _old, new, _jump, _saved)) in enumerate(
+        zip(plan, writes, strict=True)
+    ):
+        gate = gate_page + G.FIRST_GATE + i * G.GATE_SIZE
+        if src == "original":
+            head = G.displaced(tgt.image.path, sym.value, tgt.image.function_pieces(sym))
+            if head is None:
+                return None
+            resume = old + sum(len(x.raw) for x in head)
+        else:
+            head, resume = None, decode_jump(old, cur)
+        code = G.gate_code(gate, gate_page + G.FLAG_OFFSET, new, tgt.bias, head, resume)
+        if code is None or len(encode_jump(old, gate, sym.size)) != 5:
+            return None
+        codes.append((gate, code))
+    if (len(codes) + 1) * G.GATE_SIZE > L.GATE_PAGE_SIZE:
+        return None
+    mem.write(gate_page + G.FLAG_OFFSET, b"\x00")
+    for gate, code in codes:
+        mem.write(gate, code)
+    return [g for g, _c in codes]
 
 
 def _attach_figures(exc: BaseException, result: ApplyResult, t_start: float) -> None:
@@ -376,7 +429,9 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
         want = _read_bundle(bundle_or_id).manifest.id
     with ProcessMemory(pid) as mem:
         patches = loaded_patches(pid, mem)
-        match = [p for p in patches if p.state == "active" and want in (p.id, p.name)]
+        match = [
+            p for p in patches if p.state in ("active", "interrupted") and want in (p.id, p.name)
+        ]
         if not match:
             raise NotApplied(
                 f"patch {want} is not applied to process {pid}; see `opus-bpf status --pid {pid}`"
@@ -386,7 +441,7 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
             if fs.state.startswith("stacked-under:"):
                 top = fs.state.split(":", 1)[1]
                 raise NotApplied(f"patch {top} is stacked on {p.name} ({fs.name}); revert it first")
-            if fs.state != "active":
+            if fs.state != "active" and not fs.state.startswith("inactive"):
                 raise OpusError(
                     f"the entry of {fs.name} no longer holds this patch's jump; "
                     "refusing to restore bytes over unknown code"
@@ -394,6 +449,9 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
         po = L.read_patch_object(p.object_path)
         text = p.record["text"]
         ranges = [CodeRange(text[0], text[1], f"the new code of {p.name}")]
+        if p.record.get("gate_page"):
+            gp = p.record["gate_page"]
+            ranges.append(CodeRange(gp, gp + L.GATE_PAGE_SIZE, "activation gates"))
         sites = []
         for f in p.record["functions"]:
             sites.append(ProbeSite(p.object_path, f["new"] - p.base, f["name"]))
@@ -410,6 +468,12 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
         try:
 
             def restore(world: object) -> None:
+                gates = record.get("gates")
+                if gates:
+                    # back through the gates (new code still runs), one byte switches all back
+                    for f, g in zip(record["functions"], gates, strict=True):
+                        mem.write(f["old"], encode_jump(f["old"], g, f.get("room", 5)))
+                    mem.write(record["gate_page"] + G.FLAG_OFFSET, b"\x00")
                 for f in record["functions"]:
                     mem.write(f["old"], bytes.fromhex(f["saved"]))
                 record["state"] = "reverted"

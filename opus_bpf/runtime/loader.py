@@ -35,6 +35,7 @@ MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 0x02, 0x10, 0x20, 0
 O_RDONLY, O_CLOEXEC, AT_FDCWD = 0, 0o2000000, -100
 RECORD_MAGIC = b"OPUSREC1"
 RECORD_SIZE = PAGE
+GATE_PAGE_SIZE = PAGE  # activation gates (runtime/gate.py), right after the record page
 
 R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE = 1, 6, 7, 8
 SUPPORTED_RELOCS = {R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE}
@@ -163,7 +164,7 @@ def load(
     own = caller is None
     rc = caller or RemoteCaller(pid, mem)
     base = None
-    total = po.span + RECORD_SIZE
+    total = po.span + RECORD_SIZE + GATE_PAGE_SIZE
     try:
         path_addr = rc.write_string(po.path)
         fd = rc.check("openat", rc.call("openat", AT_FDCWD, path_addr, O_RDONLY | O_CLOEXEC, 0))
@@ -234,6 +235,18 @@ def load(
                     0,
                 ),
             )
+            rc.check(
+                "mmap",
+                rc.call(
+                    "mmap",
+                    base + po.span + RECORD_SIZE,
+                    GATE_PAGE_SIZE,
+                    PROT_READ | PROT_EXEC,
+                    MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS,
+                    -1,
+                    0,
+                ),
+            )
         finally:
             rc.call("close", fd)
         _relocate(mem, po, base, scope, bindings)
@@ -289,4 +302,4 @@ def read_record(mem: ProcessMemory, record_addr: int) -> dict | None:
 
 
 def unload(rc: RemoteCaller, base: int, span: int) -> None:
-    rc.check("munmap", rc.call("munmap", base, span + RECORD_SIZE))
+    rc.check("munmap", rc.call("munmap", base, span + RECORD_SIZE + GATE_PAGE_SIZE))

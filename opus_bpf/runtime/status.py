@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from opus_bpf.runtime.gate import FLAG_OFFSET, gate_target
 from opus_bpf.runtime.loader import read_patch_object, read_record
 from opus_bpf.runtime.memory import ProcessMemory
 from opus_bpf.runtime.redirect import decode_jump
@@ -49,6 +50,7 @@ class PatchState:
             "base": hex(self.base),
             "applied_at": self.record.get("applied_at"),
             "entry_ok": self.entry_ok,
+            "activation": "gated" if self.record.get("gates") else "direct",
             "functions": [
                 {
                     "name": f.name,
@@ -79,7 +81,13 @@ def loaded_patches(pid: int, mem: ProcessMemory) -> list[PatchState]:
         rec = read_record(mem, base + span)
         if rec is None or rec.get("base") != base:
             continue
-        out.append(PatchState(rec["id"], rec["name"], rec["state"], path, base, rec))
+        state = rec["state"]
+        if state == "activating":
+            # opus-bpf stopped between routing the entries through the gates and the end: the
+            # gate flag says which code runs, for every function at once
+            flag = mem.read(rec["gate_page"] + FLAG_OFFSET, 1)
+            state = "active" if flag == b"\x01" else "interrupted"
+        out.append(PatchState(rec["id"], rec["name"], state, path, base, rec))
     out.sort(key=lambda p: p.record.get("seq", 0))
     by_new: dict[int, PatchState] = {}
     for p in out:
@@ -89,9 +97,12 @@ def loaded_patches(pid: int, mem: ProcessMemory) -> list[PatchState]:
         for f in p.record["functions"]:
             jump = bytes.fromhex(f["jump"])
             cur = mem.read(f["old"], len(jump))
-            if p.state != "active":
+            gated = p.record.get("gates") and gate_target(f["old"], cur, p.record["gate_page"])
+            if p.state == "interrupted":
+                st, ok = "inactive (through its gate: old code runs)", bool(gated) or cur != jump
+            elif p.state != "active":
                 st, ok = p.state, cur != jump
-            elif cur == jump:
+            elif cur == jump or gated:
                 st, ok = "active", True
             else:
                 dest = decode_jump(f["old"], cur)

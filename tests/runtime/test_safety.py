@@ -267,3 +267,44 @@ def test_new_function_clobbering_registers_callers_keep_is_refused(built, tmp_pa
     )
     _one_line_error(res, "writes", "-fno-ipa-ra")
     assert not out.exists()
+
+
+def _torn_stable(p, window: float = 0.3) -> tuple[str, int]:
+    """The version main() sees and the torn count, once it stops moving (a half-applied patch
+    would make every price()/tax() pair disagree, so torn would keep growing)."""
+    p.wait_for(lambda ln: ln.startswith("version="), since=p.mark())
+    ln1 = p.wait_for(lambda ln: ln.startswith("version="), since=p.mark())
+    time.sleep(window)
+    ln2 = p.wait_for(lambda ln: ln.startswith("version="), since=p.mark())
+    t1, t2 = (int(x.split("torn=")[1].split()[0]) for x in (ln1, ln2))
+    assert t2 == t1, (ln1, ln2)
+    return ln2.split()[0], t2
+
+
+def test_two_functions_switch_together_even_if_killed(run_target, built, bundle):
+    _src, binary = built("multi")
+    fix = bundle("multi")
+    p = run_target(binary)
+    assert _torn_stable(p)[0] == "version=1"
+    res = opus("apply", str(fix), "--pid", str(p.pid), "--json")
+    assert res.returncode == 0, res.stderr
+    assert _torn_stable(p)[0] == "version=2"
+    st = status_json(p.pid)["patches"][0]
+    assert st["activation"] == "gated" and st["entry_ok"] and st["state"] == "active"
+    assert opus("revert", str(fix), "--pid", str(p.pid)).returncode == 0
+    assert _torn_stable(p)[0] == "version=1"
+    rng = random.Random(99)
+    for delay in [rng.uniform(0.2, 1.2) for _ in range(6)]:
+        proc = subprocess.Popen([*OPUS, "apply", str(fix), "--pid", str(p.pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        version, _torn = _torn_stable(p)
+        patches = status_json(p.pid)["patches"]
+        assert all(x["entry_ok"] for x in patches), patches
+        applied = any(x["state"] == "active" for x in patches)
+        assert version == ("version=2" if applied else "version=1")
+        if any(x["state"] in ("active", "interrupted") for x in patches):
+            assert opus("revert", str(fix), "--pid", str(p.pid)).returncode == 0
+            assert _torn_stable(p)[0] == "version=1"
