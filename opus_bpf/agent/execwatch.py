@@ -10,20 +10,18 @@ but never loses it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 log = logging.getLogger("opus_bpf.agent")
 
-BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf_progs" / "exec_watch.c"
 
 
 def bpf_source() -> str:
     """Path of exec_watch.c: the checkout's, or OPUS_BPF_PROGS/exec_watch.c if installed."""
-    env = os.environ.get("OPUS_BPF_PROGS")
-    return str(Path(env, "exec_watch.c")) if env else str(BPF_SOURCE)
+    from opus_bpf.runtime.probes import bpf_source as find
+
+    return str(find("exec_watch.c"))
 
 
 class ExecWatch:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,11 +22,24 @@ from opus_bpf.errors import OpusError, PermissionProblem, ProcessExited
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf_progs"
 
 
+def bpf_dirs() -> list[Path]:
+    """Where the BPF C sources may be: $OPUS_BPF_PROGS, the checkout, or an installed share/."""
+    env = os.environ.get("OPUS_BPF_PROGS")
+    return [
+        *([Path(env)] if env else []),
+        BPF_DIR,
+        Path(sys.prefix, "share", "opus-bpf", "bpf_progs"),
+    ]
+
+
 def bpf_source(name: str) -> Path:
-    path = BPF_DIR / name
-    if not path.exists():
-        raise FileNotFoundError(f"BPF program {path} is missing from this installation")
-    return path
+    for d in bpf_dirs():
+        if (d / name).exists():
+            return d / name
+    raise OpusError(
+        f"BPF program {name} is missing from this installation (looked in "
+        f"{', '.join(map(str, bpf_dirs()))}); reinstall opus-bpf"
+    )
 
 
 @dataclass(frozen=True)
