@@ -161,6 +161,14 @@ def load(
     """Map and bind the patch object; on failure unmap what was mapped and re-raise."""
     maps = read_maps(pid)
     scope = GlobalScope(pid, maps)
+    # resolve every symbol before a thread is held for the remote calls: reading the libraries'
+    # symbol tables takes seconds on a loaded machine, and a single-threaded server (an nginx
+    # worker) serves nothing while its thread is stopped
+    resolved = {
+        (name, ver): scope.resolve(name, ver)
+        for _off, typ, name, _addend, ver in po.relocs
+        if typ != R_X86_64_RELATIVE and name and not name.startswith("@local:")
+    }
     own = caller is None
     rc = caller or RemoteCaller(pid, mem)
     base = None
@@ -249,7 +257,7 @@ def load(
             )
         finally:
             rc.call("close", fd)
-        _relocate(mem, po, base, scope, bindings)
+        _relocate(mem, po, base, resolved, bindings)
         return LoadedPatch(base, po.span, base + po.span, po.path)
     except BaseException:
         if base is not None:
@@ -263,7 +271,11 @@ def load(
 
 
 def _relocate(
-    mem: ProcessMemory, po: PatchObject, base: int, scope: GlobalScope, bindings: dict[str, int]
+    mem: ProcessMemory,
+    po: PatchObject,
+    base: int,
+    resolved: dict[tuple[str, str | None], int],
+    bindings: dict[str, int],
 ) -> None:
     for off, typ, name, addend, ver in po.relocs:
         if typ == R_X86_64_RELATIVE:
@@ -272,7 +284,7 @@ def _relocate(
             val = base + int(ver or 0) + (addend if typ == R_X86_64_64 else 0)
         else:
             assert name is not None
-            val = scope.resolve(name, ver) + (addend if typ == R_X86_64_64 else 0)
+            val = resolved[(name, ver)] + (addend if typ == R_X86_64_64 else 0)
         mem.write(base + off, struct.pack("<Q", val & 0xFFFFFFFFFFFFFFFF))
     for slot, target in bindings.items():
         if slot not in po.symbols:
