@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-DATA = Path(__file__).parent / "data"
-COUNTER = DATA / "counter" / "src"
-CFLAGS = ["-O2", "-g"]
+from buildharness import COUNTER, gcc, unified_diff
 
 if shutil.which("gcc") is None or shutil.which("patch") is None:
     pytest.skip("needs gcc and patch", allow_module_level=True)
-
-
-def gcc(src_dir: Path, out: Path, *extra: str, sources: tuple[str, ...] = ("server.c",)) -> Path:
-    subprocess.run(["gcc", *CFLAGS, *extra, "-o", str(out), *sources], cwd=src_dir, check=True)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +22,6 @@ def counter_bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             # globals become local symbols after an empty STT_FILE in .symtab
             "hidden": gcc(COUNTER, d / "server_hidden", "-fPIE", "-pie",
                           "-fvisibility=hidden")}
-
-
-def unified_diff(src_dir: Path, rel: str, new_text: str) -> str:
-    old = (src_dir / rel).read_text().splitlines(keepends=True)
-    return "".join(difflib.unified_diff(old, new_text.splitlines(keepends=True),
-                                        f"a/{rel}", f"b/{rel}"))
 
 
 @pytest.fixture

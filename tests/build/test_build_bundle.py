@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CFLAGS, COUNTER, DATA
+from buildharness import CFLAGS, COUNTER, DATA
 from elftools.elf.elffile import ELFFile
 
 from opus_bpf.bundle import read_bundle

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CFLAGS, COUNTER, DATA
+from buildharness import CFLAGS, COUNTER, DATA
 
 from opus_bpf.patchbuild import BuildError, build_bundle
 from opus_bpf.patchbuild.diffapply import apply_patch, copy_tree

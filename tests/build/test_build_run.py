@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CFLAGS, COUNTER, DATA
+from buildharness import CFLAGS, COUNTER, DATA
 from elftools.elf.elffile import ELFFile
 
 from opus_bpf.bundle import read_bundle
@@ -238,7 +238,7 @@ def test_definition_chosen_by_preprocessor_and_parenthesized_name(preload, tmp_p
     new = (IFDEF_SRC.replace("    total += x;\n    return total;", "    total += 10 * x;\n"
                                                                   "    return total;")
            .replace("int r = 2 * step(x);", "int r = 3 * step(x);"))
-    from conftest import unified_diff
+    from buildharness import unified_diff
     diff = tmp_path / "p.diff"
     diff.write_text(unified_diff(src, "p.c", new))
     out = tmp_path / "p.opus"

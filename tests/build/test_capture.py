@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, unified_diff
+from buildharness import DATA, unified_diff
 from test_build_run import preload, run_patched  # noqa: F401 - preload is a fixture
 
 from opus_bpf import cli

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import CFLAGS, unified_diff
+from buildharness import CFLAGS, unified_diff
 
 from opus_bpf.patchbuild import build_bundle
 
