@@ -29,7 +29,7 @@ class DynSym:
     kind: str
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
 def _exports(path: str, key: tuple[int, int]) -> dict[str, list[DynSym]]:
     out: dict[str, list[DynSym]] = {}
     with open(path, "rb") as f:
@@ -140,7 +140,13 @@ def _ifunc_offset(path: str, name: str, version: str | None) -> int:
             groups.setdefault(r[5], []).append(
                 Mapping(start, end, r[1], int(r[2], 16), int(r[4]), r[5])
             )
-    for p, maps in groups.items():
+    # the same file is mapped here under the same name (libc.so.6): look at those first, so
+    # that resolving an IFUNC does not parse every library this Python process maps
+    base = os.path.basename(os.path.realpath(path))
+    ordered = sorted(
+        groups.items(), key=lambda kv: os.path.basename(os.path.realpath(kv[0])) != base
+    )
+    for p, maps in ordered:
         try:
             img = load_elf(p, need_symtab=False)
         except Exception:  # noqa: BLE001 - non-ELF mappings

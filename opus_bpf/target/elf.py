@@ -252,7 +252,7 @@ def find_debug_file(path: str, build_id: str | None, debuglink: str | None) -> s
     return None
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
 def _load_cached(path: str, st_key: tuple[int, int, int], need_symtab: bool) -> ElfImage:
     with open(path, "rb") as f:
         elf = ELFFile(f)
