@@ -18,7 +18,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from opus_bpf.errors import InjectionError
 from opus_bpf.target.elf import load_elf
-from opus_bpf.target.process import Mapping, load_bias
+from opus_bpf.target.process import Mapping, load_bias, mapped_objects
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,9 @@ class GlobalScope:
     """The objects a process has mapped, in lookup order: executable first, then libraries."""
 
     def __init__(self, pid: int, maps: list[Mapping], skip: set[str] | None = None) -> None:
-        groups: dict[str, list[Mapping]] = {}
-        for m in maps:
-            if m.path.startswith("/") and m.inode and m.path not in (skip or set()):
-                groups.setdefault(m.path, []).append(m)
+        groups = {
+            p: ms for p, ms in mapped_objects(pid, maps).items() if p not in (skip or set())
+        }
         exe = os.readlink(f"/proc/{pid}/exe")
         self.objects: list[tuple[str, int]] = []
         for path in sorted(groups, key=lambda p: (p != exe, "/ld-linux" in p)):
@@ -130,22 +129,14 @@ def _ifunc_offset(path: str, name: str, version: str | None) -> int:
     on the same CPU, and the offset from the library's base carries over.
     """
     want = load_elf(path, need_symtab=False).build_id
-    mine = None
-    with open("/proc/self/maps") as f:
-        rows = [ln.split() for ln in f]
-    groups: dict[str, list[Mapping]] = {}
-    for r in rows:
-        if len(r) >= 6 and r[5].startswith("/"):
-            start, end = (int(x, 16) for x in r[0].split("-"))
-            groups.setdefault(r[5], []).append(
-                Mapping(start, end, r[1], int(r[2], 16), int(r[4]), r[5])
-            )
+    groups = mapped_objects(os.getpid())
     # the same file is mapped here under the same name (libc.so.6): look at those first, so
     # that resolving an IFUNC does not parse every library this Python process maps
     base = os.path.basename(os.path.realpath(path))
     ordered = sorted(
         groups.items(), key=lambda kv: os.path.basename(os.path.realpath(kv[0])) != base
     )
+    mine = None
     for p, maps in ordered:
         try:
             img = load_elf(p, need_symtab=False)
@@ -154,20 +145,17 @@ def _ifunc_offset(path: str, name: str, version: str | None) -> int:
         if img.build_id == want:
             mine = (p, load_bias(img, maps))
             break
+    if mine is None:  # not mapped here yet: dlopen it, then its mappings exist
+        try:
+            ctypes.CDLL(path)
+        except OSError as exc:
+            raise InjectionError(f"cannot resolve IFUNC {name} of {path}: {exc}") from exc
+        maps = mapped_objects(os.getpid()).get(os.path.realpath(path), [])
+        mine = (path, load_bias(load_elf(path, need_symtab=False), maps))
     try:
-        lib = ctypes.CDLL(mine[0] if mine else path)
+        lib = ctypes.CDLL(mine[0])
     except OSError as exc:
         raise InjectionError(f"cannot resolve IFUNC {name} of {path}: {exc}") from exc
-    if mine is None:
-        with open("/proc/self/maps") as f:
-            maps = [
-                Mapping(
-                    *(int(x, 16) for x in r[0].split("-")), r[1], int(r[2], 16), int(r[4]), r[5]
-                )
-                for r in (ln.split() for ln in f)
-                if len(r) >= 6 and r[5] == os.path.realpath(path)
-            ]
-        mine = (path, load_bias(load_elf(path, need_symtab=False), maps))
     libc = ctypes.CDLL(None)
     handle = ctypes.c_void_p(lib._handle)
     if version:

@@ -29,9 +29,6 @@ class ProcessMemory:
                 raise ProcessExited(f"process {self.pid} exited") from exc
             raise
 
-    def read_word(self, addr: int) -> int:
-        return int.from_bytes(self.read(addr, 8), "little")
-
     def write(self, addr: int, data: bytes) -> None:
         try:
             n = os.pwrite(self.fd, data, addr)

@@ -122,9 +122,6 @@ class ActivationProbes:
         """Probe hits so far (entries + returns): each one cost the target a trap."""
         return self._get(1) + self._get(2)
 
-    def busy_threads(self) -> list[int]:
-        return [k.value for k, v in self.bpf["depth"].items() if v.value > 0]
-
     def detach(self) -> None:
         """Remove every probe. The kernel only restores an entry byte that still holds its own
         breakpoint, so a jump written over a probed entry survives this."""

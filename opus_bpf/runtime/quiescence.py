@@ -59,18 +59,6 @@ class WaitStats:
     last_busy: Activation | None = None
 
 
-_STARTS: dict[int, list[int]] = {}
-
-
-def _starts(maps: list[Mapping]) -> list[int]:
-    key = id(maps)
-    got = _STARTS.get(key)
-    if got is None or len(got) != len(maps):
-        _STARTS.clear()
-        got = _STARTS[key] = [m.start for m in maps]
-    return got
-
-
 class RangeSet:
     """The code ranges being watched, as sorted bounds: one `searchsorted` classifies a stack."""
 
@@ -100,7 +88,11 @@ class RangeSet:
 
 
 def thread_activation(
-    st: T.StoppedThread, mem: ProcessMemory, maps: list[Mapping], rs: RangeSet
+    st: T.StoppedThread,
+    mem: ProcessMemory,
+    maps: list[Mapping],
+    starts: list[int],
+    rs: RangeSet,
 ) -> Activation | None:
     """Is this stopped thread executing in, or returning into, one of the watched ranges?"""
     regs = st.regs if st.regs is not None else T.get_regs(st.tid)
@@ -108,7 +100,7 @@ def thread_activation(
     if label is not None:
         return Activation(st.tid, label, "pc", regs.rip)
     sp = regs.rsp
-    i = bisect.bisect_right(_starts(maps), sp) - 1
+    i = bisect.bisect_right(starts, sp) - 1
     stack = maps[i] if i >= 0 and maps[i].start <= sp < maps[i].end else None
     if stack is None:
         return Activation(st.tid, "an unmapped stack pointer", "stack", sp)
@@ -126,18 +118,6 @@ def _with_uprobes(maps: list[Mapping], ranges: list[CodeRange]) -> list[CodeRang
         for m in maps
         if m.path == "[uprobes]"
     ]
-
-
-def find_activation(
-    world: T.World, mem: ProcessMemory, maps: list[Mapping], ranges: list[CodeRange]
-) -> Activation | None:
-    """First thread found executing in, or returning into, one of `ranges`; None if none."""
-    rs = RangeSet(_with_uprobes(maps, ranges))
-    for st in world.threads.values():
-        hit = thread_activation(st, mem, maps, rs)
-        if hit is not None:
-            return hit
-    return None
 
 
 def settle(
@@ -158,9 +138,10 @@ def settle(
     """
     deadline = time.monotonic() + budget_seconds
     rs = RangeSet(_with_uprobes(maps, ranges))
+    starts = [m.start for m in maps]  # maps are in address order: bisect finds a stack
     busy = {}
     for st in world.threads.values():
-        hit = thread_activation(st, mem, maps, rs)
+        hit = thread_activation(st, mem, maps, starts, rs)
         if hit is not None:
             busy[st.tid] = hit
     while time.monotonic() < deadline:
@@ -182,7 +163,7 @@ def settle(
                 world.threads.pop(tid, None)
                 continue
             st.regs = T.get_regs(tid)
-            hit = thread_activation(st, mem, maps, rs)
+            hit = thread_activation(st, mem, maps, starts, rs)
             if hit is not None:
                 still[tid] = hit
         busy = still

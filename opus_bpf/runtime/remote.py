@@ -19,8 +19,6 @@ target's libc runs, so a lock another thread holds (malloc, the loader) cannot d
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import signal
 import struct
@@ -30,7 +28,7 @@ from opus_bpf.errors import InjectionError, ProcessExited
 from opus_bpf.runtime import threads as T
 from opus_bpf.runtime.memory import ProcessMemory
 from opus_bpf.target.elf import load_elf
-from opus_bpf.target.process import Mapping, read_maps
+from opus_bpf.target.process import Mapping, load_bias, mapped_objects, read_maps
 
 STUB = bytes.fromhex(
     "0f05"  # syscall
@@ -103,10 +101,7 @@ def find_stub(pid: int, mem: ProcessMemory, maps: list[Mapping] | None = None) -
     maps = maps or read_maps(pid)
     page = os.sysconf("SC_PAGE_SIZE")
     need = len(STUB) + len(STUB_TAG)
-    by_path: dict[str, list[Mapping]] = {}
-    for m in maps:
-        if m.path.startswith("/") and m.inode:
-            by_path.setdefault(m.path, []).append(m)
+    by_path = mapped_objects(pid, maps)
     exe = os.readlink(f"/proc/{pid}/exe")
     order = sorted(by_path, key=lambda p: (p != exe, "libc.so" not in p, p))
     for path in order:
@@ -117,14 +112,10 @@ def find_stub(pid: int, mem: ProcessMemory, maps: list[Mapping] | None = None) -
             image = load_elf(path, need_symtab=False)
         except Exception:  # noqa: BLE001 - any unreadable object is just not a candidate
             continue
-        first = by_path[path][0]
-        from opus_bpf.target.process import load_bias
-
         try:
             bias = load_bias(image, by_path[path])
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - its first segment is not mapped: not a candidate
             continue
-        del first
         for seg in image.segments:
             if not seg.flags & 1:
                 continue
@@ -243,13 +234,9 @@ class RemoteCaller:
     def close(self) -> None:
         """Let the thread go: it runs the rest of the stub (restoring itself) and carries on."""
         h = self.thread
-        sig = h.signals[0] if h.signals else 0
-        if not h.primed:
-            T.detach(h.tid, sig)
-            return
-        # At the exit stop the thread sits after the stub's syscall with rsp at the block:
-        # detaching lets it restore its own continuation.
-        T.detach(h.tid, sig)
+        # Never primed: it is where it stopped. Primed: at the exit stop it sits after the
+        # stub's syscall with rsp at the block, and detaching lets it restore its continuation.
+        T.detach(h.tid, h.signals[0] if h.signals else 0)
 
     def check(self, name: str, res: int) -> int:
         if res < 0:
@@ -268,4 +255,3 @@ def _thread_features(tid: int) -> str:
     return ""
 
 
-__all__ = ["RemoteCaller", "continuation", "find_stub", "STUB", "ctypes", "errno"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ptrace.binding.func import ptrace_registers_t
 
-from opus_bpf.errors import NoSuchProcess, OpusError, PermissionProblem, ProcessExited
+from opus_bpf.errors import OpusError, PermissionProblem, ProcessExited
 
 PTRACE_CONT = 7
 PTRACE_DETACH = 17
@@ -304,8 +304,3 @@ def detach(tid: int, sig: int = 0) -> None:
     except PtraceFailed as exc:
         if exc.errno not in (errno.ESRCH,):
             raise
-
-
-def check_alive(pid: int) -> None:
-    if not os.path.exists(f"/proc/{pid}"):
-        raise NoSuchProcess(f"no such process: {pid}")

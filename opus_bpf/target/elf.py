@@ -60,15 +60,8 @@ class ElfImage:
         for s in self.symbols:
             self._by_name.setdefault(s.name, []).append(s)
 
-    @property
-    def is_pie(self) -> bool:
-        return self.elf_type == "ET_DYN"
-
     def lookup(self, name: str) -> list[Symbol]:
         return self._by_name.get(name, [])
-
-    def defines(self, name: str) -> bool:
-        return any(s.section_index != "SHN_UNDEF" and s.value for s in self.lookup(name))
 
     def function(self, name: str, file: str | None = None, static: bool = False) -> Symbol:
         """The one function symbol called `name` (in `file` when static); else a clear error."""

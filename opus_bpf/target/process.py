@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from opus_bpf.errors import NoSuchProcess, PermissionProblem, TargetMismatch
-from opus_bpf.target.elf import ElfImage, load_elf
+from opus_bpf.target.elf import ElfImage
 
 
 @dataclass(frozen=True)
@@ -105,16 +105,3 @@ def load_bias(image: ElfImage, mappings: list[Mapping]) -> int:
         if m.offset == want_off:
             return m.start - (first.vaddr & ~(page - 1))
     raise TargetMismatch(f"cannot find the first segment of {image.path} in the process mappings")
-
-
-def process_image(pid: int, path: str | None = None) -> ElfImage:
-    """The ELF image of the executable (or of a mapped file) as the process runs it.
-
-    Reading through /proc/PID/root keeps containers and replaced-on-disk binaries honest: the
-    build-id check compares what the process maps, not what the path holds now.
-    """
-    path = path or exe_path(pid)
-    via_proc = f"/proc/{pid}/exe" if path == exe_path(pid) else f"/proc/{pid}/root{path}"
-    image = load_elf(via_proc if os.path.exists(via_proc) else path)
-    image.path = path if os.path.exists(path) else image.path
-    return image
