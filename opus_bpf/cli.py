@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from opus_bpf.agent.options import add_publish_arguments, add_serve_arguments
+from opus_bpf.distro.cli import add_installed_arguments, add_pending_parser
 from opus_bpf.errors import OpusError
 
 EXAMPLES = """examples:
@@ -39,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     b = sub.add_parser("build", help="build a patch bundle from a source diff")
-    b.add_argument("--src", required=True, type=Path, help="source tree the binary was built from")
-    b.add_argument("--patch", required=True, type=Path, help="unified diff (the fix)")
-    b.add_argument("--binary", required=True, type=Path, help="the binary to patch (as built)")
+    b.add_argument("--src", type=Path, help="source tree the binary was built from")
+    b.add_argument("--patch", type=Path, help="unified diff (the fix)")
+    b.add_argument("--binary", type=Path, help="the binary to patch (as built)")
+    add_installed_arguments(b)
     g = b.add_mutually_exclusive_group()
     g.add_argument("--compile-commands", type=Path, help="compile_commands.json of the build")
     g.add_argument("--cflags", default=None, help="flags the program was compiled with")
@@ -87,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--pid", required=True, type=int)
     s.add_argument("--json", action="store_true")
 
+    add_pending_parser(sub)
+
     z = sub.add_parser("analyze", help="OPUS safety analysis of a source patch")
     z.add_argument("--src", required=True, type=Path)
     z.add_argument("--patch", required=True, type=Path)
@@ -125,6 +129,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from opus_bpf.patchbuild.capture import capture_compile_commands
     from opus_bpf.patchbuild.gate import build_checked
 
+    if args.installed is not None:
+        from opus_bpf.distro.cli import cmd_build_installed
+
+        return cmd_build_installed(args)
+    if args.src is None or args.patch is None or args.binary is None:
+        raise OpusError("build needs --src, --patch and --binary (or --installed PATH)")
     compile_commands, capture = args.compile_commands, None
     try:
         if args.build is not None:
@@ -266,6 +276,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return analysis.exit_code(report)
 
 
+def _cmd_pending(args: argparse.Namespace) -> int:
+    from opus_bpf.distro.cli import cmd_pending
+
+    return cmd_pending(args)
+
+
 COMMANDS = {
     "build": _cmd_build,
     "apply": _cmd_apply,
@@ -273,6 +289,7 @@ COMMANDS = {
     "status": _cmd_status,
     "analyze": _cmd_analyze,
     "serve": _cmd_serve,
+    "pending": _cmd_pending,
 }
 
 

@@ -1,0 +1,252 @@
+"""`opus-bpf pending`: the security fixes waiting for running processes, and which of them can
+be applied live.
+
+processes -> executable + mapped files -> owning packages (one `dpkg-query -S` call) ->
+installed vs candidate version (`apt-cache policy`) -> debian/patches the candidate's source
+has and the installed one lacks -> the OPUS analysis of each patch against the installed
+source, with the compile commands of its cached rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opus_bpf.errors import OpusError
+
+from . import dpkg
+from .errors import DistroError
+from .rebuild import rebuild
+from .sources import Progress, _quiet, unpacked
+from .version import compare_versions, patch_difference
+
+# analysis verdict -> what it means for a running process
+VERDICT_MEANING = {
+    "safe": "live-applicable",
+    "review": "needs review",
+    "unsupported": "needs a restart",
+    "no-code": "no compiled code changed",
+    "does-not-apply": "does not apply to the installed source",
+    "error": "analysis failed",
+}
+
+
+@dataclass
+class PatchVerdict:
+    """One waiting patch and what the analysis says about applying it live."""
+
+    name: str
+    status: str  # new | changed
+    verdict: str  # safe | review | unsupported | no-code | does-not-apply | error
+    reason: str = ""
+    functions: list[str] = field(default_factory=list)
+    cves: list[str] = field(default_factory=list)
+    path: str = ""
+
+    @property
+    def meaning(self) -> str:
+        return VERDICT_MEANING.get(self.verdict, self.verdict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "verdict": self.verdict,
+                "meaning": self.meaning, "reason": self.reason, "functions": self.functions,
+                "cves": self.cves, "path": self.path}
+
+
+@dataclass
+class SourceUpdate:
+    """A source package some process runs code of, installed at one version, newer available."""
+
+    source: str
+    installed: str
+    candidate: str | None
+    packages: list[str]
+    files: dict[str, list[int]]  # installed file -> pids mapping it
+    patches: list[PatchVerdict] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "installed": self.installed,
+                "candidate": self.candidate, "packages": self.packages,
+                "files": self.files, "patches": [p.to_dict() for p in self.patches],
+                "error": self.error}
+
+
+def all_pids() -> list[int]:
+    """Every user-space process except this one (kernel threads have no executable)."""
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != me and os.path.exists(f"/proc/{d}/exe"):
+            try:
+                os.readlink(f"/proc/{d}/exe")
+            except OSError:
+                continue
+            out.append(int(d))
+    return sorted(out)
+
+
+def owners_batch(paths: list[str]) -> dict[str, tuple[str, str]]:
+    """path -> (package[:arch], path as dpkg knows it), for the paths some package owns."""
+    cands: dict[str, str] = {}
+    for p in paths:
+        for alt in dpkg._alternatives(os.path.realpath(p)) + dpkg._alternatives(p):
+            cands.setdefault(alt, p)
+    if not cands:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    proc = dpkg._run(["dpkg-query", "-S", *cands])
+    for line in proc.stdout.splitlines():
+        head, sep, tail = line.partition(": ")
+        tail = tail.strip()
+        if not sep or tail not in cands or head.startswith(("diversion", "local diversion")):
+            continue
+        orig = cands[tail]
+        if orig not in out:
+            out[orig] = (head.split(",")[0].strip(), tail)
+    return out
+
+
+def candidate_source(package: str, version: str) -> tuple[str, str]:
+    """(source package, source version) of *package* at *version* (`apt-cache show`)."""
+    p = dpkg._run(["apt-cache", "show", f"{package}={version}"])
+    return parse_source_field(p.stdout, package.split(":")[0], version)
+
+
+def parse_source_field(text: str, package: str, version: str) -> tuple[str, str]:
+    """The `Source:` field of one `apt-cache show` stanza ("redis" or "openssl (3.0.15-1)")."""
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        m = re.match(r"Source:\s*(\S+)(?:\s+\((\S+)\))?", line)
+        if m:
+            return m.group(1), m.group(2) or version
+    return package, version
+
+
+def collect(pids: list[int], progress: Progress = _quiet) -> list[SourceUpdate]:
+    """Source packages with a newer candidate, for the code the processes have mapped."""
+    files: dict[str, list[int]] = {}
+    for pid in pids:
+        for path in dpkg.mapped_objects(pid):
+            files.setdefault(path, []).append(pid)
+    progress(f"{len(pids)} processes map {len(files)} files")
+    owned = owners_batch(list(files))
+    by_pkg: dict[str, dict[str, list[int]]] = {}
+    for path, (pkg, known) in owned.items():
+        by_pkg.setdefault(pkg, {}).setdefault(known, [])
+        by_pkg[pkg][known] = sorted(set(by_pkg[pkg][known]) | set(files[path]))
+    updates: dict[tuple[str, str], SourceUpdate] = {}
+    for pkg, pfiles in sorted(by_pkg.items()):
+        inst = dpkg.installed(pkg)
+        pol = dpkg.policy(pkg)
+        if not pol.candidate or compare_versions(pol.candidate, inst.version) <= 0:
+            continue
+        src, cand_src_ver = candidate_source(pkg, pol.candidate)
+        key = (inst.source, inst.source_version)
+        u = updates.get(key)
+        if u is None:
+            u = updates[key] = SourceUpdate(inst.source, inst.source_version, cand_src_ver,
+                                            [], {})
+        u.packages.append(f"{inst.package} {inst.version} -> {pol.candidate}")
+        for f, ps in pfiles.items():
+            u.files[f] = ps
+    progress(f"{len(by_pkg)} packages, {len(updates)} source packages with a newer version")
+    return list(updates.values())
+
+
+def _cves(patch: Path) -> list[str]:
+    text = patch.name + "\n" + patch.read_text(errors="replace")[:4000]
+    return sorted(set(m.upper() for m in re.findall(r"CVE-\d{4}-\d{4,}", text, re.I)))
+
+
+def _touches_code(patch: Path) -> bool:
+    for line in patch.read_text(errors="replace").splitlines():
+        if line.startswith("+++ "):
+            name = line[4:].split("\t")[0].strip()
+            if name.endswith((".c", ".h")):
+                return True
+    return False
+
+
+def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
+    """Fill *update* with the waiting patches and their verdicts (downloads and rebuilds the
+    installed version when its compile commands are not cached)."""
+    from opus_bpf.analysis import analyze_tree
+
+    try:
+        old = unpacked(update.source, update.installed, progress)
+        new = unpacked(update.source, update.candidate or "", progress)
+    except OpusError as e:
+        update.error = e.message
+        return
+    changes = patch_difference(old, new)
+    progress(f"{update.source}: {len(changes)} patches in {update.candidate} not in "
+             f"{update.installed}")
+    code = [c for c in changes if _touches_code(c.path)]
+    cc = None
+    if code:
+        try:
+            cc = rebuild(update.source, update.installed, progress).compile_commands
+        except OpusError as e:
+            update.error = f"no compile commands ({e.message}); verdicts without them"
+    for c in changes:
+        pv = PatchVerdict(c.name, c.status, "no-code", path=str(c.path), cves=_cves(c.path))
+        update.patches.append(pv)
+        if c not in code:
+            pv.reason = "touches no .c/.h file (tests, documentation or packaging)"
+            continue
+        progress(f"analysing {c.name}")
+        try:
+            report = analyze_tree(old, c.path, compile_commands=cc)
+        except OpusError as e:
+            pv.verdict = "does-not-apply" if "apply" in e.message.lower() else "error"
+            pv.reason = e.message
+            continue
+        except Exception as e:  # noqa: BLE001 - one patch's failure must not hide the others
+            pv.verdict, pv.reason = "error", f"{type(e).__name__}: {e}"
+            continue
+        pv.verdict = str(report.verdict)
+        j = report.to_json()
+        pv.functions = [f["name"] for f in j.get("functions", []) if f.get("name")]
+        if pv.verdict != "safe":
+            pv.reason = report.first_reason(report.verdict)
+
+
+def pending(pids: list[int], progress: Progress = _quiet, analyse_patches: bool = True
+            ) -> list[SourceUpdate]:
+    """Waiting fixes for the code *pids* run, with verdicts."""
+    if not pids:
+        raise DistroError("no process to look at; pass --pid PID or --all")
+    for pid in pids:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise DistroError(f"no process {pid}")
+    updates = collect(pids, progress)
+    if analyse_patches:
+        for u in updates:
+            analyse(u, progress)
+    return updates
+
+
+def table(updates: list[SourceUpdate]) -> str:
+    """The report for people."""
+    if not updates:
+        return "no pending updates for the code these processes run"
+    lines = []
+    for u in updates:
+        pids = sorted({p for ps in u.files.values() for p in ps})
+        lines.append(f"{u.source} {u.installed} -> {u.candidate}  "
+                     f"(processes {', '.join(map(str, pids[:8]))}"
+                     f"{' ...' if len(pids) > 8 else ''}; {', '.join(sorted(u.files)[:3])})")
+        if u.error:
+            lines.append(f"  ! {u.error}")
+        w = max((len(p.name) for p in u.patches), default=10)
+        for p in u.patches:
+            fn = f" [{', '.join(p.functions[:4])}]" if p.functions else ""
+            why = f": {p.reason}" if p.reason else ""
+            lines.append(f"  {p.name:<{w}}  {p.meaning}{fn}{why}")
+        if not u.patches and not u.error:
+            lines.append("  no debian/patches difference (the update changes something else)")
+    return "\n".join(lines)
