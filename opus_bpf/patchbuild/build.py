@@ -168,7 +168,10 @@ def _commands(rel: str, src: Path, tree: Path, cflags: list[str] | None,
 # The TUs are parsed only to compare functions: with __LINE__ fixed, a function below the fix
 # whose only difference is the line number an assert macro expands to is not "changed" (the
 # patch TU itself is compiled from the real text with #line, so replaced code keeps its lines).
-_NO_LINE = ["-U__LINE__", "-D__LINE__=0", "-Wno-builtin-macro-redefined"]
+# __FILE__ likewise: with an absolute file argument (CMake, an out-of-tree configure) the old TU
+# names --src and the new one the patched copy, and every assert would differ.
+_NO_LINE = ["-U__LINE__", "-D__LINE__=0", "-U__FILE__", '-D__FILE__=""',
+            "-Wno-builtin-macro-redefined"]
 
 _PATH_FLAGS = ("-isystem", "-iquote", "-idirafter", "-include", "-imacros", "-I")
 

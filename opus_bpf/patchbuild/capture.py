@@ -150,7 +150,8 @@ def _sources(args: list[str], directory: Path) -> list[str]:
 
 
 def _entries(log_lines: list[str]) -> list[dict]:
-    """One entry per compiled source file (the last command wins), with other sources of a
+    """One entry per compiled source file (the last command wins, but a -fPIC one is not
+    replaced by a non-PIC one: libtool's second, static compile), with other sources of a
     several-file command and its -o removed, so each entry compiles exactly one file."""
     by_file: dict[str, dict] = {}
     for line in log_lines:
@@ -183,9 +184,12 @@ def _entries(log_lines: list[str]) -> list[dict]:
                 i += 1
             if "-c" not in keep:
                 keep.insert(0, "-c")
+            pic = any(a in ("-fPIC", "-fpic") for a in keep)
+            if not pic and by_file.get(str(full), {}).get("pic"):
+                continue  # libtool compiles twice: the -fPIC object is the shared library's
             by_file[str(full)] = {"directory": str(directory), "file": s,
-                                  "arguments": [argv[0], *keep]}
-    return list(by_file.values())
+                                  "arguments": [argv[0], *keep], "pic": pic}
+    return [{k: v for k, v in e.items() if k != "pic"} for e in by_file.values()]
 
 
 def _rebase(value: str, copy: Path, src: Path) -> str:
@@ -223,6 +227,12 @@ def _rebase_entry(e: dict, copy: Path, src: Path) -> dict:
     moved = directory != e["directory"]
     if moved and not Path(f).is_absolute() and not (Path(directory) / f).exists():
         f = str(Path(e["directory"]) / f)
+    elif not moved and not Path(f).is_absolute():
+        # a build directory only the copy has (configure run in expat/build): the relative
+        # file still names a source of --src, which is what the build must find
+        f = _rebase(os.path.normpath(Path(directory) / f), copy, src)
+        if Path(f).is_absolute():
+            args = [f if a == e["file"] else a for a in args]
     return {"directory": directory, "file": f, "arguments": args}
 
 
