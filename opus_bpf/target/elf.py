@@ -174,6 +174,12 @@ class ElfImage:
 
 
 def _build_id(elf: ELFFile) -> str | None:
+    """From the PT_NOTE segments (a few program headers), else the note sections."""
+    for seg in elf.iter_segments():
+        if seg["p_type"] == "PT_NOTE":
+            for note in seg.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID":
+                    return note["n_desc"]
     for sec in elf.iter_sections():
         if isinstance(sec, NoteSection):
             for note in sec.iter_notes():
@@ -259,7 +265,12 @@ def _load_cached(path: str, st_key: tuple[int, int, int], need_symtab: bool) -> 
         ]
         elf_type = elf["e_type"]
         link = _debuglink(elf)
-        if _has_symtab(elf) or not need_symtab:
+        if not need_symtab:
+            # identity and layout only: --exe/--lib discovery, load biases and the linker's
+            # scope look at every mapped object, and parsing libc's symbols for that took
+            # seconds per process under load
+            return ElfImage(path, build_id, elf_type, segments, [], None, link)
+        if _has_symtab(elf):
             return ElfImage(path, build_id, elf_type, segments, _symbols(elf), None, link)
     debug = find_debug_file(path, build_id, link)
     if debug is None:
@@ -280,7 +291,8 @@ def _load_cached(path: str, st_key: tuple[int, int, int], need_symtab: bool) -> 
 
 
 def load_elf(path: str, need_symtab: bool = True) -> ElfImage:
-    """Parse `path` once per (inode, size, mtime); with need_symtab, fall back to its debug file."""
+    """Parse `path` once per (inode, size, mtime); with need_symtab, its symbols (from its debug
+    file when stripped); without, only build-id, type and segments (no symbols: cheap)."""
     st = os.stat(path)
     return _load_cached(
         os.path.realpath(path), (st.st_ino, st.st_size, int(st.st_mtime_ns)), need_symtab
