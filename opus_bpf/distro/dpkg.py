@@ -90,7 +90,7 @@ def owner(path: str | os.PathLike[str]) -> tuple[str, str]:
 def parse_query(text: str) -> Installed:
     """One line of `dpkg-query -W -f '${Package}\\t${Architecture}\\t${Version}\\t
     ${source:Package}\\t${source:Version}\\n'`."""
-    fields = text.strip().split("\t")
+    fields = text.strip("\n").split("\t")
     if len(fields) != 5 or not fields[0]:
         raise DistroError(f"unexpected dpkg-query output {text.strip()!r}")
     pkg, arch, ver, src, srcver = fields
