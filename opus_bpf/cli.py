@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a patch bundle from a source diff")
     b.add_argument("--src", type=Path, help="source tree the binary was built from")
     b.add_argument("--patch", type=Path, help="unified diff (the fix)")
+    b.add_argument(
+        "--pick",
+        metavar="NAME",
+        help="--patch is a quilt series (debian/patches/series): build its patch NAME against "
+        "--src as the series leaves it just before NAME (patches before it applied, NAME and "
+        "later ones reverted when --src has them)",
+    )
     b.add_argument("--binary", type=Path, help="the binary to patch (as built)")
     add_installed_arguments(b)
     g = b.add_mutually_exclusive_group()
@@ -128,6 +135,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     from opus_bpf.patchbuild.capture import capture_compile_commands
     from opus_bpf.patchbuild.gate import build_checked
+    from opus_bpf.patchbuild.quilt import looks_like_series, pick_from_series
 
     if args.installed is not None:
         from opus_bpf.distro.cli import cmd_build_installed
@@ -135,6 +143,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
         return cmd_build_installed(args)
     if args.src is None or args.patch is None or args.binary is None:
         raise OpusError("build needs --src, --patch and --binary (or --installed PATH)")
+    series = None
+    if args.pick is not None or looks_like_series(args.patch):
+        # the "before" tree of one patch of a quilt series, in a temporary copy
+        series = pick_from_series(args.src, args.patch, args.pick, args.compile_commands)
+        args.src, args.patch = series.src, series.patch
+        args.compile_commands = series.compile_commands
+        if not args.json:
+            print(f"series: {args.pick} against --src with "
+                  f"{', '.join(series.steps) or 'the tree as it is'}")
     compile_commands, capture = args.compile_commands, None
     try:
         if args.build is not None:
@@ -160,8 +177,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     finally:
         if capture is not None and capture.workdir is not None:
             shutil.rmtree(capture.workdir, ignore_errors=True)
+        if series is not None:
+            series.close()
     if args.json:
         d = {**res.to_dict(), "verdict": str(report.verdict)}
+        if series is not None:
+            d["series"] = {"pick": args.pick, "steps": series.steps}
         if capture is not None:
             d["compile_commands"] = {
                 "captured": capture.captured,
