@@ -10,8 +10,9 @@ in every process of a prefork XML service that maps the built ``libexpat.so.1``,
    directory, make (only ``lib/`` in the fast form).
 3. ``opus-bpf build`` against ``build/lib/.libs/libexpat.so.1.8.10`` with the compile commands of
    that build; the fix itself unmodified. The fast form builds the library once, under the
-   capture; the slow form builds it, then lets ``opus-bpf build --build`` run the build again
-   and takes the fix out of the Debian series with ``--patch debian/patches/series --pick``.
+   capture; the slow form builds it, then runs ``opus-bpf build --build`` on the ``apt-get
+   source`` tree as unpacked (all patches applied) with ``--patch debian/patches/series
+   --pick CVE-2024-45490.patch``: the copy it builds from is reverted to just before the fix.
 4. ``xmlsrv`` (``expat_progs/``, linked against that library): a parent and 2 forked workers,
    one thread and one parser per connection; ``xmlload`` sends valid documents in two chunks
    over 8 connections and counts any reply other than the expected ``OK`` and any connection
@@ -184,7 +185,7 @@ def run_case(work: Path, *, fast: bool = False, log=print) -> Figures:
         cap = capture_compile_commands(tree, f"{script} -C lib", workdir=work / "capture")
         fig.program_build_seconds = fig.capture_seconds = time.monotonic() - t0
         built = cap.workdir / "tree"  # type: ignore[operator]
-        how = ["--patch", str(fix), "--compile-commands", str(cap.path)]
+        how = ["--src", str(tree), "--patch", str(fix), "--compile-commands", str(cap.path)]
     else:
         t0 = time.monotonic()
         p = _run([str(script)], cwd=tree, timeout=1800)
@@ -192,8 +193,10 @@ def run_case(work: Path, *, fast: bool = False, log=print) -> Figures:
             raise RuntimeError(f"expat build failed: {p.stderr[-2000:]}")
         fig.program_build_seconds = time.monotonic() - t0
         built = tree
-        how = ["--patch", str(debsrc / "debian" / "patches" / "series"), "--pick", FIX,
-               "--build", f"{script} -C lib"]
+        # --src is the `apt-get source` tree as unpacked (every patch applied, .pc/): the
+        # series' --pick brings a copy back to "just before the fix"
+        how = ["--src", str(debsrc), "--patch", str(debsrc / "debian" / "patches" / "series"),
+               "--pick", FIX, "--build", f"{script} -C lib"]
     log(f"built libexpat in {fig.program_build_seconds:.1f} s")
     library = built / LIBRARY
     srv, load = build_service(built, work / "bin")
@@ -201,7 +204,7 @@ def run_case(work: Path, *, fast: bool = False, log=print) -> Figures:
     t0 = time.monotonic()
     # the analysis asks for review: the new code stores XML_ERROR_INVALID_ARGUMENT into
     # parser->m_errorCode, a value the old function never stored there (that is the fix)
-    rc, b = _opus("build", "--src", str(tree), *how, "--binary", str(library),
+    rc, b = _opus("build", *how, "--binary", str(library),
                   "--accept-review", "-o", str(bundle), "--json")
     if rc != 0:
         raise RuntimeError(f"opus-bpf build failed: {b}")
