@@ -76,12 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("bundle", help="bundle file (.opus)")
     _targets(a)
     a.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for quiescence")
+    _mode(a)
     a.add_argument("--json", action="store_true")
 
     r = sub.add_parser("revert", help="revert an applied patch")
     r.add_argument("patch", help="bundle file, patch id or patch name")
     _targets(r)
     r.add_argument("--timeout", type=float, default=10.0)
+    _mode(r)
     r.add_argument("--json", action="store_true")
 
     add_publish_arguments(a)
@@ -109,6 +111,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _mode(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mode",
+        choices=("auto", "per-thread", "consistent"),
+        default="auto",
+        help="per-thread: new calls switch at once, each thread is held alone (default when the "
+        "analysis found every function safe); consistent: one stop of the whole process at a "
+        "moment no thread is inside (default otherwise; revert: the mode it was applied with)",
+    )
+
+
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} µs" if seconds < 0.01 else f"{seconds * 1e3:.1f} ms"
 
@@ -123,6 +136,15 @@ def _print_result(res: object, as_json: bool) -> None:
     for f in d["functions"]:
         arrow = "->" if d["operation"] == "apply" else "<-"
         print(f"  {f['name']}: {f['old_address']} {arrow} {f['new_address']} ({f['jump']})")
+    if d.get("mode") == "per-thread":
+        print(
+            f"  per-thread: new calls redirected after {_us(d['redirect_seconds'])}; old "
+            f"activations retired after {_us(d['retire_seconds'])} ({d['busy_threads']} busy "
+            f"thread(s), {d['attempts']} look(s), {d['traps']} trapped call(s)); longest hold "
+            f"of one thread {_us(d['hold_max_seconds'])}; whole process paused "
+            f"{_us(d['pause_seconds'])}; total {_us(d['total_seconds'])}"
+        )
+        return
     print(
         f"  waited {_us(d['wait_seconds'])} for quiescence in {d['attempts']} look(s); "
         f"paused {_us(d['pause_seconds'])} with all threads stopped; "
@@ -212,7 +234,9 @@ def _run_many(args: argparse.Namespace, op: str) -> int:
     runtime_fn = apply_bundle if op == "apply" else revert_bundle
 
     def fn(bundle: str, pid: int, timeout: float) -> object:
-        return _observed(args, op, lambda: runtime_fn(bundle, pid, timeout=timeout))
+        return _observed(
+            args, op, lambda: runtime_fn(bundle, pid, timeout=timeout, mode=args.mode)
+        )
 
     pids = _pids(args, what)
     if len(pids) == 1 and args.pid:

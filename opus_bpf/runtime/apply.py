@@ -10,6 +10,7 @@ unmapped again); the jumps of one patch are written within one pause.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -28,6 +29,8 @@ from opus_bpf.errors import (
 )
 from opus_bpf.runtime import gate as G
 from opus_bpf.runtime import loader as L
+from opus_bpf.runtime import perthread as PT
+from opus_bpf.runtime import traphandler as TH
 from opus_bpf.runtime.memory import ProcessMemory
 from opus_bpf.runtime.probes import ActivationProbes, ProbeSite
 from opus_bpf.runtime.quiescence import CodeRange, WaitStats, wait_for_quiescence
@@ -74,6 +77,31 @@ class ApplyResult:
     probe_detach_seconds: float = 0.0
     total_seconds: float = 0.0
     outcome: str = "applied"
+    mode: str = "consistent"
+    # per-thread mode: each thread held alone; the whole process is never stopped on purpose
+    hold_max_seconds: float = 0.0
+    holds: list[float] = field(default_factory=list)
+    traps: int = 0
+    redirect_seconds: float = 0.0  # until every new call reaches the new code
+    retire_seconds: float = 0.0  # until no thread holds an old activation
+    busy_threads: int = 0
+
+    def take_per_thread(self, st: PT.PerThreadStats, t_start: float) -> ApplyResult:
+        """Copy a per-thread activation's figures: its pause is the time every thread was held
+        at once (only a single-threaded process has one), its wait the switch and the retire."""
+        self.mode = "per-thread"
+        self.holds = st.holds
+        self.hold_max_seconds = st.longest_hold
+        self.pause_seconds = st.world_pause_seconds
+        self.pauses = [st.world_pause_seconds]
+        self.traps = st.traps
+        self.redirect_seconds = st.redirect_seconds
+        self.retire_seconds = st.retire_seconds
+        self.wait_seconds = st.switch_seconds + st.retire_seconds
+        self.attempts = st.looks
+        self.busy_threads = st.busy_threads
+        self.total_seconds = time.monotonic() - t_start
+        return self
 
     def take(self, stats: WaitStats, t_start: float, succeeded: bool = True) -> ApplyResult:
         """Copy the quiescence wait's figures; the last pause is the successful one."""
@@ -183,8 +211,27 @@ def _exit_aware(fn):  # type: ignore[no-untyped-def]
     return wrapper
 
 
+MODES = ("auto", "per-thread", "consistent")
+
+
+def choose_mode(mode: str, verdict: str | None, stacked: bool) -> str:
+    """per-thread when the analysis found every function safe (old and new activations may
+    coexist), consistent (one stop of the whole process) otherwise or when asked."""
+    if mode not in MODES:
+        raise OpusError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "per-thread" and stacked:
+        raise OpusError(
+            "--mode per-thread cannot stack on another patch's jump yet; use --mode consistent"
+        )
+    if mode == "auto":
+        return "per-thread" if verdict == "safe" and not stacked else "consistent"
+    return mode
+
+
 @_exit_aware
-def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResult:
+def apply_bundle(
+    bundle_path: str, pid: int, timeout: float = 10.0, mode: str = "auto"
+) -> ApplyResult:
     """Apply a bundle to a running process; raise OpusError with the process untouched."""
     t_start = time.monotonic()
     check_privileges()
@@ -200,6 +247,12 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
         patches = loaded_patches(pid, mem)
         if any(p.id == m.id and p.state == "active" for p in patches):
             raise AlreadyApplied(f"patch {m.name} ({m.id}) is already applied to process {pid}")
+        if any(p.id == m.id and p.state == "switching" for p in patches):
+            raise OpusError(
+                f"patch {m.name} is half-switched in process {pid} (an earlier opus-bpf was "
+                f"stopped; calls run through its trap handler): run `opus-bpf revert {m.name} "
+                f"--pid {pid}` first"
+            )
         active = _active(patches)
 
         # 1. what each old function is now, and what the probes and the stack check watch
@@ -246,6 +299,10 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
                 )
             plan.append((f, sym, old, cur, saved_src))
 
+        verdict = (m.analysis or {}).get("verdict") if isinstance(m.analysis, dict) else None
+        mode = choose_mode(mode, verdict, any(src != "original" for *_x, src in plan))
+        old_code = list(ranges)
+
         bindings = {}
         for bd in m.bindings:
             if bd.kind == "function":
@@ -281,7 +338,11 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
             )
         gate_page = base + po.span + L.RECORD_SIZE
         ranges.append(CodeRange(gate_page, gate_page + L.GATE_PAGE_SIZE, "activation gates"))
-        gates = _prepare_gates(mem, tgt, plan, writes, gate_page) if len(writes) > 1 else None
+        gates = (
+            _prepare_gates(mem, tgt, plan, writes, gate_page)
+            if len(writes) > 1 and mode == "consistent"
+            else None
+        )
         seq = max([p.record.get("seq", 0) for p in patches] + [0]) + 1
         record = {
             "id": m.id,
@@ -297,6 +358,7 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
             "applied_at": None,
             "gate_page": gate_page,
             "gates": gates,
+            "mode": mode,
             "functions": [
                 {
                     "name": f.name,
@@ -312,6 +374,11 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
             ],
         }
         L.write_record(mem, record_addr, record)
+        if mode == "per-thread":
+            return _apply_per_thread(
+                pid, mem, tgt, plan, writes, old_code, po, base, record, record_addr,
+                loaded_now, timeout, result, t_start,
+            )  # fmt: skip
 
         # 3. wait for quiescence and redirect within one pause
         probes = None
@@ -356,6 +423,134 @@ def apply_bundle(bundle_path: str, pid: int, timeout: float = 10.0) -> ApplyResu
         return result.take(stats, t_start)
 
 
+def _apply_per_thread(
+    pid: int,
+    mem: ProcessMemory,
+    tgt: _Target,
+    plan: list,
+    writes: list,
+    old_code: list[CodeRange],
+    po: L.PatchObject,
+    base: int,
+    record: dict,
+    record_addr: int,
+    loaded_now: bool,
+    timeout: float,
+    result: ApplyResult,
+    t_start: float,
+) -> ApplyResult:
+    """New calls to the new code at once, old activations retired thread by thread."""
+    gate_page = record["gate_page"]
+    switches = [PT.Switch(f.name, old, saved, jump, new) for f, old, new, jump, saved in writes]
+    sites = []
+    for (f, sym, _old, _cur, _src), (_f, _o, _n, jump, _s) in zip(plan, writes, strict=True):
+        pieces = tgt.image.function_pieces(sym)
+        for addr in PT.exit_sites(tgt.image.path, pieces, f.name, sym.value + len(jump)):
+            sites.append(ProbeSite(tgt.image.path, addr, f.name))
+    record["state"] = "activating"
+    L.write_record(mem, record_addr, record)
+    try:
+        st = PT.activate(
+            pid,
+            mem,
+            switches,
+            gate_page + TH.TRAP_OFFSET,
+            old_code,
+            _new_code(record),
+            sites,
+            timeout,
+        )
+    except BaseException as exc:
+        stats = getattr(exc, "stats", None)
+        if stats is not None:
+            result.outcome = "timeout"
+            exc.result = result.take_per_thread(stats, t_start)  # type: ignore[attr-defined]
+        try:
+            back = all(mem.read(old, len(saved)) == saved for _f, old, _n, _j, saved in writes)
+        except OSError:
+            back = False
+        if back and stats is not None and not getattr(exc, "new_code_busy", True):
+            # switched back and the handler removed: no thread can reach the object any more
+            _undo_load(pid, mem, base, po.span, record_addr, record, loaded_now)
+        elif back:
+            record["state"] = "reverted"
+            with contextlib.suppress(Exception):
+                L.write_record(mem, record_addr, record)
+        raise
+    record["state"] = "active"
+    record["applied_at"] = time.time()
+    L.write_record(mem, record_addr, record)
+    for f, old, _new, jump, _saved in writes:
+        if mem.read(old, len(jump)) != jump:
+            raise OpusError(
+                f"the jump at {f.name} was changed after it was written; run "
+                f"`opus-bpf status --pid {pid}`"
+            )
+    return result.take_per_thread(st, t_start)
+
+
+def _revert_per_thread(
+    pid: int,
+    mem: ProcessMemory,
+    p: PatchState,
+    po: L.PatchObject,
+    record: dict,
+    record_addr: int,
+    timeout: float,
+    result: ApplyResult,
+    t_start: float,
+) -> ApplyResult:
+    """Old entries back at once (a trap meanwhile runs the new code), then new activations
+    retired thread by thread. On timeout the patch is switched on again, whole."""
+    switches, sites = [], []
+    for f in record["functions"]:
+        jump, saved = bytes.fromhex(f["jump"]), bytes.fromhex(f["saved"])
+        cur = mem.read(f["old"], len(jump))
+        switches.append(PT.Switch(f["name"], f["old"], cur, saved, f["new"]))
+        sym = next((v for n, v in po.symbols.items() if p.base + v[0] == f["new"]), None)
+        if sym is not None and sym[1] > len(jump):
+            lo, hi = sym[0], sym[0] + sym[1]
+            for addr in PT.exit_sites(p.object_path, [(lo, hi)], f["name"], lo + 1):
+                sites.append(ProbeSite(p.object_path, addr, f["name"]))
+    record["state"] = "deactivating"
+    record["mode"] = "per-thread"
+    L.write_record(mem, record_addr, record)
+    try:
+        st = PT.activate(
+            pid,
+            mem,
+            switches,
+            record["gate_page"] + TH.TRAP_OFFSET,
+            _new_code(record),
+            [],  # on timeout the patch goes back on: old activations may finish as they are
+            sites,
+            timeout,
+        )
+    except BaseException as exc:
+        stats = getattr(exc, "stats", None)
+        if stats is not None:
+            result.outcome = "timeout"
+            exc.result = result.take_per_thread(stats, t_start)  # type: ignore[attr-defined]
+            record["state"] = "active"
+            with contextlib.suppress(Exception):
+                L.write_record(mem, record_addr, record)
+        raise
+    if record.get("gates"):
+        mem.write(record["gate_page"] + G.FLAG_OFFSET, b"\x00")
+    record["state"] = "reverted"
+    L.write_record(mem, record_addr, record)
+    return result.take_per_thread(st, t_start)
+
+
+def _new_code(record: dict) -> list[CodeRange]:
+    text = record["text"]
+    gp = record["gate_page"]
+    return [
+        CodeRange(text[0], text[1], f"the new code of {record['name']}"),
+        CodeRange(gp, gp + L.GATE_PAGE_SIZE, "activation gates and trap handler"),
+    ]
+
+
 def _prepare_gates(
     mem: ProcessMemory, tgt: _Target, plan: list, writes: list, gate_page: int
 ) -> list[int] | None:
@@ -377,7 +572,7 @@ def _prepare_gates(
         if code is None or len(encode_jump(old, gate, sym.size)) != 5:
             return None
         codes.append((gate, code))
-    if (len(codes) + 1) * G.GATE_SIZE > L.GATE_PAGE_SIZE:
+    if (len(codes) + 1) * G.GATE_SIZE > TH.TRAP_OFFSET:
         return None
     mem.write(gate_page + G.FLAG_OFFSET, b"\x00")
     for gate, code in codes:
@@ -419,7 +614,9 @@ def _undo_load(
 
 
 @_exit_aware
-def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyResult:
+def revert_bundle(
+    bundle_or_id: str, pid: int, timeout: float = 10.0, mode: str = "auto"
+) -> ApplyResult:
     """Restore the old entries of an applied patch once no thread is inside its new code."""
     t_start = time.monotonic()
     check_privileges()
@@ -430,7 +627,9 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
     with ProcessMemory(pid) as mem:
         patches = loaded_patches(pid, mem)
         match = [
-            p for p in patches if p.state in ("active", "interrupted") and want in (p.id, p.name)
+            p
+            for p in patches
+            if p.state in ("active", "interrupted", "switching") and want in (p.id, p.name)
         ]
         if not match:
             raise NotApplied(
@@ -441,7 +640,9 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
             if fs.state.startswith("stacked-under:"):
                 top = fs.state.split(":", 1)[1]
                 raise NotApplied(f"patch {top} is stacked on {p.name} ({fs.name}); revert it first")
-            if fs.state != "active" and not fs.state.startswith("inactive"):
+            if fs.state not in ("active", "trap", "original") and not fs.state.startswith(
+                "inactive"
+            ):
                 raise OpusError(
                     f"the entry of {fs.name} no longer holds this patch's jump; "
                     "refusing to restore bytes over unknown code"
@@ -464,6 +665,15 @@ def revert_bundle(bundle_or_id: str, pid: int, timeout: float = 10.0) -> ApplyRe
             )
         record = dict(p.record)
         record_addr = p.base + po.span
+        if mode == "auto":
+            per_thread = p.record.get("mode") == "per-thread" or p.state == "switching"
+            mode = "per-thread" if per_thread else "consistent"
+        elif mode not in MODES:
+            raise OpusError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+        if mode == "per-thread" or p.state == "switching":
+            return _revert_per_thread(
+                pid, mem, p, po, record, record_addr, timeout, result, t_start
+            )
         probes = ActivationProbes(pid, sites)
         try:
 

@@ -131,3 +131,40 @@ class ActivationProbes:
             bpf.cleanup()
             self.bpf = None
         self.detach_seconds += time.monotonic() - t0
+
+
+class ExitProbes:
+    """Uprobes on the instructions that leave the old functions (bpf_progs/exits.c): for the
+    per-thread apply, a thread's count changing is when to look at it again."""
+
+    def __init__(self, pid: int, sites: list[ProbeSite]) -> None:
+        from bcc import BPF
+
+        self.bpf = None
+        self.detach_seconds = 0.0
+        t0 = time.monotonic()
+        try:
+            with _quiet_stderr():
+                self.bpf = BPF(src_file=str(bpf_source("exits.c")))
+                for s in sites:
+                    self.bpf.attach_uprobe(name=s.path, addr=s.vaddr, fn_name="on_exit", pid=pid)
+        except BaseException as exc:
+            self.detach()
+            if not os.path.exists(f"/proc/{pid}"):
+                raise ProcessExited(f"process {pid} exited while probes were attached") from exc
+            if isinstance(exc, Exception) and not isinstance(exc, OpusError):
+                raise OpusError(f"cannot attach BPF probes to process {pid}: {exc}") from exc
+            raise
+        self.setup_seconds = time.monotonic() - t0
+        self._exits = self.bpf["exits"]
+
+    def count(self, tid: int) -> int:
+        v = self._exits.get(ctypes.c_uint32(tid))
+        return int(v.value) if v is not None else 0
+
+    def detach(self) -> None:
+        t0 = time.monotonic()
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+        self.detach_seconds += time.monotonic() - t0

@@ -186,12 +186,12 @@ def wait_for_quiescence(
     """
     stats = WaitStats()
     t0 = time.monotonic()
-    with _realtime():
+    with realtime():
         return _wait(pid, mem, ranges, probes, timeout, on_quiescent, force_look_every, stats, t0)
 
 
 @contextlib.contextmanager
-def _realtime() -> Iterator[None]:
+def realtime() -> Iterator[None]:
     """Run the tracer at real-time priority while it waits and pauses.
 
     With more runnable target threads than cores, a tracer at normal priority gets a fair share

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import time
 from dataclasses import dataclass
 
 from opus_bpf.errors import InjectionError, ProcessExited
@@ -65,7 +66,15 @@ ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 5
 NR_restart_syscall = 219
 NO_SYSCALL = (1 << 64) - 1
 
-SYS = {"mmap": 9, "mprotect": 10, "munmap": 11, "close": 3, "openat": 257, "prctl": 157}
+SYS = {
+    "mmap": 9,
+    "mprotect": 10,
+    "munmap": 11,
+    "close": 3,
+    "openat": 257,
+    "prctl": 157,
+    "rt_sigaction": 13,
+}
 
 
 def _signed(v: int) -> int:
@@ -149,6 +158,7 @@ class HeldThread:
     stub: int
     signals: list[int]
     primed: bool = False
+    since: float = 0.0  # monotonic time it stopped: how long we hold it is an apply figure
 
 
 class RemoteCaller:
@@ -167,6 +177,7 @@ class RemoteCaller:
         T.ptrace(T.PTRACE_INTERRUPT, tid)
         if not T.wait_stop(st):
             raise ProcessExited(f"process {self.pid} exited")
+        since = time.monotonic()
         regs = T.get_regs(tid)
         status = _thread_features(tid)
         if "shstk" in status:
@@ -174,7 +185,9 @@ class RemoteCaller:
             raise InjectionError(f"thread {tid} runs with a shadow stack (CET); not supported yet")
         cont = continuation(regs)
         block = cont.rsp - RED_ZONE - BLOCK_SIZE
-        held = HeldThread(tid, regs, block, self.stub, [st.signal] if st.signal else [])
+        held = HeldThread(
+            tid, regs, block, self.stub, [st.signal] if st.signal else [], since=since
+        )
         try:
             self.mem.write(block, struct.pack("<17Q", *(getattr(cont, r) for r in CONT_ORDER)))
         except BaseException:
@@ -253,5 +266,3 @@ def _thread_features(tid: int) -> str:
     except OSError:
         pass
     return ""
-
-

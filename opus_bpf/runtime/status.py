@@ -82,7 +82,11 @@ def loaded_patches(pid: int, mem: ProcessMemory) -> list[PatchState]:
         if rec is None or rec.get("base") != base:
             continue
         state = rec["state"]
-        if state == "activating":
+        if state in ("activating", "deactivating") and rec.get("mode") == "per-thread":
+            # opus-bpf stopped during a per-thread switch: entries hold a trap byte that the
+            # SIGTRAP handler in the process answers (calls run the new code) or their final bytes
+            state = "switching"
+        elif state == "activating":
             # opus-bpf stopped between routing the entries through the gates and the end: the
             # gate flag says which code runs, for every function at once
             flag = mem.read(rec["gate_page"] + FLAG_OFFSET, 1)
@@ -98,7 +102,17 @@ def loaded_patches(pid: int, mem: ProcessMemory) -> list[PatchState]:
             jump = bytes.fromhex(f["jump"])
             cur = mem.read(f["old"], len(jump))
             gated = p.record.get("gates") and gate_target(f["old"], cur, p.record["gate_page"])
-            if p.state == "interrupted":
+            if p.state == "switching":
+                saved = bytes.fromhex(f["saved"])
+                if cur == jump:
+                    st, ok = "active", True
+                elif cur[:1] == b"\xcc":
+                    st, ok = "trap", True
+                elif cur == saved[: len(cur)]:
+                    st, ok = "original", True
+                else:
+                    st, ok = "modified", False
+            elif p.state == "interrupted":
                 st, ok = "inactive (through its gate: old code runs)", bool(gated) or cur != jump
             elif p.state != "active":
                 st, ok = p.state, cur != jump

@@ -1,0 +1,464 @@
+"""Per-thread activation: new calls reach the new code at once, old activations retire one
+thread at a time, and the process is never stopped as a whole.
+
+A *switch* rewrites each entry from the bytes it holds (`before`) to the bytes it must hold
+(`after`: the jump to the new function on apply, the original instructions on revert). Steps,
+and why each is safe (docs/runtime.md, "Per-thread mode", has the long form):
+
+1. The SIGTRAP handler goes into the target (runtime/traphandler.py) and every thread is seized,
+   none stopped (runtime/tracer.py).
+2. *Arm*: one `int3` byte is written at each entry (a one-byte write is atomic). From here every
+   call traps; we answer each trap by moving that thread to the destination, so it is held for
+   one trap's time. If we die, the handler in the target gives the same answer.
+3. *Pass 1*, one thread held at a time: a thread whose PC is inside the bytes about to change
+   (it had begun the old first instructions before the arm) is single-stepped out of them. No
+   thread can enter them again: the only way in is through the trap.
+4. *Tail*: bytes 1.. of `after` are written. Nothing executes them: the first byte still traps.
+5. *Pass 2*: every thread is interrupted once more, so each passes through the kernel (a
+   serialising event) after the tail write and before the first byte changes.
+6. *Head*: the first byte of `after` is written. A thread now fetches either the trap (answered
+   as before) or the complete new instruction.
+7. *Pass 3*: each thread is held once more: a trap it hit before the head write and has not
+   reported yet is answered, and its PC and stack are checked for the watched ranges (the old
+   code). A thread found outside can never enter them again; one found inside is *busy*.
+8. The tracer detaches (one thread at a time) and the handler is removed: no trap byte is left.
+9. *Retire*: each busy thread is looked at alone, when the BPF exit probes count that it left an
+   old function (or after a back-off), until none holds an old activation, or the timeout.
+
+On timeout the same switch runs backwards (`after` -> `before`) and the activations that began
+in the code we are undoing retire the same way; then the caller unloads what it loaded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opus_bpf.errors import OpusError, ProcessExited, QuiescenceTimeout
+from opus_bpf.runtime import gate as G
+from opus_bpf.runtime import threads as T
+from opus_bpf.runtime import traphandler as TH
+from opus_bpf.runtime.memory import ProcessMemory
+from opus_bpf.runtime.probes import ExitProbes, ProbeSite
+from opus_bpf.runtime.quiescence import (
+    Activation,
+    CodeRange,
+    RangeSet,
+    realtime,
+    thread_activation,
+)
+from opus_bpf.runtime.remote import RemoteCaller
+from opus_bpf.target.process import Mapping, read_maps
+
+INT3 = b"\xcc"
+PTRACE_SINGLESTEP = 9
+
+
+class PerThreadUnsupported(OpusError):
+    """This process cannot be switched thread by thread; the consistent mode can."""
+
+
+MAX_STEPS = 16
+LOOK_BACKOFF = (0.001, 0.1)  # a busy thread is looked at again after this, doubling, at most
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One entry to rewrite, and where a call that traps there meanwhile must go."""
+
+    name: str
+    entry: int
+    before: bytes
+    after: bytes
+    trap_dest: int
+
+    def inverse(self, trap_dest: int) -> Switch:
+        return Switch(self.name, self.entry, self.after, self.before, trap_dest)
+
+
+@dataclass
+class PerThreadStats:
+    holds: list[float] = field(default_factory=list)
+    trap_holds: list[float] = field(default_factory=list)
+    traps: int = 0
+    world_pause_seconds: float = 0.0
+    redirect_seconds: float = 0.0  # from the start of the switch until every entry traps
+    switch_seconds: float = 0.0  # until the entries hold their final bytes
+    retire_seconds: float = 0.0  # until no thread holds an activation of the watched code
+    looks: int = 0
+    busy_threads: int = 0
+    exit_probe_sites: int = 0
+    last_busy: Activation | None = None
+
+    @property
+    def longest_hold(self) -> float:
+        return max(self.holds, default=0.0)
+
+
+def quiet_thread(pid: int) -> int:
+    """A thread to run remote system calls in: one asleep in the kernel (holding it delays
+    nothing it was doing), the main thread when none is."""
+    for tid in T.list_threads(pid):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "S":
+                    return tid
+        except (OSError, IndexError):
+            continue
+    return pid
+
+
+def _remote(pid: int, mem: ProcessMemory) -> RemoteCaller:
+    return RemoteCaller(pid, mem, quiet_thread(pid))
+
+
+def _close(rc: RemoteCaller, stats: PerThreadStats) -> None:
+    rc.close()
+    stats.holds.append(time.monotonic() - rc.thread.since)
+
+
+_EXIT = re.compile(r"^(?:bnd |notrack |rep[a-z]* )*(ret[a-z]*|jmp[a-z]*)\s*(\S*)")
+
+
+def exit_sites(path: str, pieces: list[tuple[int, int]], name: str, skip_below: int) -> list[int]:
+    """Link-time addresses of the instructions that leave a function: returns, and jumps out
+    of its pieces (tail calls) or through a register (maybe a tail call)."""
+    out = []
+    for lo, hi in pieces:
+        for insn in G.disassemble(path, lo, hi):
+            if insn.addr < skip_below:
+                continue
+            m = _EXIT.match(insn.text)
+            if not m:
+                continue
+            if m.group(1).startswith("ret"):
+                out.append(insn.addr)
+                continue
+            target = m.group(2)
+            if target.startswith("*"):
+                out.append(insn.addr)
+                continue
+            try:
+                dest = int(target, 16)
+            except ValueError:
+                continue
+            if not any(a <= dest < b for a, b in pieces):
+                out.append(insn.addr)
+    return out
+
+
+class _Checker:
+    """PC and whole-stack check of one held thread against the watched ranges."""
+
+    def __init__(self, pid: int, mem: ProcessMemory, ranges: list[CodeRange]) -> None:
+        self.pid, self.mem = pid, mem
+        self.refresh()
+        self.base_ranges = ranges
+        self.set_ranges(ranges)
+
+    def refresh(self) -> None:
+        self.maps: list[Mapping] = read_maps(self.pid)
+        self.starts = [m.start for m in self.maps]
+
+    def set_ranges(self, ranges: list[CodeRange]) -> None:
+        self.rs = RangeSet(
+            ranges
+            + [
+                CodeRange(m.start, m.end, "[uprobes] (a probed instruction of old code)")
+                for m in self.maps
+                if m.path == "[uprobes]"
+            ]
+        )
+
+    def check(self, tid: int, regs: T.Regs) -> Activation | None:
+        st = T.StoppedThread(tid, regs, stopped=True)
+        sp = regs.rsp
+        i = bisect.bisect_right(self.starts, sp) - 1
+        if i < 0 or not self.maps[i].start <= sp < self.maps[i].end:
+            self.refresh()  # a new thread's stack: mapped after our last read
+            self.set_ranges(self.base_ranges)
+        return thread_activation(st, self.mem, self.maps, self.starts, self.rs)
+
+
+class Held:
+    """One thread of the process seized and stopped alone; everything else keeps running."""
+
+    def __init__(self, pid: int, tid: int, stats: PerThreadStats) -> None:
+        self.pid, self.tid, self.stats = pid, tid, stats
+        self.since = time.monotonic()
+        self.st = T.StoppedThread(tid)
+        self.regs: T.Regs | None = None
+        if not T.seize(tid):
+            return
+        try:
+            T.ptrace(T.PTRACE_INTERRUPT, tid)
+        except T.PtraceFailed:
+            return
+        # the hold starts when the thread stops: a runnable thread waits for a CPU before it
+        # can stop, and that wait is the scheduler's, not ours (the tracer runs SCHED_FIFO, so
+        # it learns of the stop at once)
+        if T.wait_stop(self.st):
+            self.since = time.monotonic()
+            self.regs = T.get_regs(tid)
+
+    @property
+    def trapped(self) -> bool:
+        """It hit a trap byte: the SIGTRAP is in hand (or queued) and goes to the handler."""
+        return self.st.signal == signal.SIGTRAP or sigtrap_pending(self.tid)
+
+    def step(self) -> T.Regs | None:
+        """Execute one instruction; a signal that arrives meanwhile is kept for the release."""
+        T.ptrace(PTRACE_SINGLESTEP, self.tid, 0, 0)
+        try:
+            _, status = os.waitpid(self.tid, T.WALL)
+        except ChildProcessError:
+            status = 0
+        if not os.WIFSTOPPED(status):
+            self.st.stopped = False
+            self.regs = None
+            return None
+        sig = os.WSTOPSIG(status)
+        if (status >> 16) == 0 and sig != signal.SIGTRAP:
+            self.st.signal = self.st.signal or sig
+        self.regs = T.get_regs(self.tid)
+        return self.regs
+
+    def release(self) -> None:
+        if self.st.stopped:
+            T.detach(self.tid, self.st.signal)
+        now = time.monotonic()
+        self.stats.holds.append(now - self.since)
+        if len(T.list_threads(self.pid)) <= 1:
+            self.stats.world_pause_seconds += now - self.since
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _sigmask(tid: int, field_name: str) -> int:
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for ln in f:
+                if ln.startswith(field_name + ":"):
+                    return int(ln.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def sigtrap_pending(tid: int) -> bool:
+    """A SIGTRAP is queued for this thread (a trap it hit that no handler has taken yet)."""
+    return bool(_sigmask(tid, "SigPnd") & (1 << (signal.SIGTRAP - 1)))
+
+
+def check_signal_masks(pid: int, tries: int = 20) -> None:
+    """The kernel kills a thread that traps with SIGTRAP blocked (it resets the action to the
+    default first): refuse the per-thread mode for a process with such a thread. A mask seen
+    once may be a handler's transient one: only a thread that blocks it every time counts."""
+    blocking = set(T.list_threads(pid))
+    for _ in range(tries):
+        blocking = {t for t in blocking if _sigmask(t, "SigBlk") & (1 << (signal.SIGTRAP - 1))}
+        if not blocking:
+            return
+        time.sleep(0.001)
+    tid = min(blocking)
+    raise PerThreadUnsupported(
+        f"thread {tid} of process {pid} blocks SIGTRAP, so a trap at an old entry would kill "
+        "it; use --mode consistent"
+    )
+
+
+def _each(pid: int, stats: PerThreadStats, fn: Callable[[Held], None]) -> None:
+    """Hold every thread in turn, never two at once, and run `fn` on each."""
+    for tid in T.list_threads(pid):
+        with Held(pid, tid, stats) as h:
+            if h.regs is not None:
+                fn(h)
+
+
+def switch_entries(
+    pid: int,
+    mem: ProcessMemory,
+    switches: list[Switch],
+    area: int,
+    watched: list[CodeRange],
+    stats: PerThreadStats,
+) -> dict[int, Activation]:
+    """Steps 1-8: rewrite every entry with no two threads held together. Returns the threads
+    still holding an activation of `watched` code, with what was found."""
+    t_start = time.monotonic()
+    todo = [s for s in switches if s.before != s.after]
+    TH.write_area(mem, area, {s.entry: s.trap_dest for s in switches})
+    rc = _remote(pid, mem)
+    try:
+        TH.install(rc, area)
+    finally:
+        _close(rc, stats)
+    check_signal_masks(pid)
+    checker = _Checker(pid, mem, watched)
+    busy: dict[int, Activation] = {}
+
+    for s in todo:
+        mem.write(s.entry, INT3)
+    stats.redirect_seconds = time.monotonic() - t_start
+    at_arm = set(T.list_threads(pid))  # every thread that can have begun old code
+
+    def out_of_window(h: Held) -> None:
+        regs = h.regs
+        for _ in range(MAX_STEPS):
+            if regs is None:
+                return
+            inside = next((s for s in todo if s.entry < regs.rip < s.entry + len(s.after)), None)
+            if inside is None:
+                return
+            if regs.rip == inside.entry + 1 and h.trapped:
+                return  # it executed the trap: the handler sends it on when we let go
+            regs = h.step()
+        raise ProcessExited(f"thread {h.tid} did not leave the first bytes of a function")
+
+    _each(pid, stats, out_of_window)
+    for s in todo:
+        mem.write(s.entry + 1, s.after[1:])
+    _each(pid, stats, lambda h: None)
+    for s in todo:
+        mem.write(s.entry, s.after[:1])
+    stats.switch_seconds = time.monotonic() - t_start
+
+    trapped: set[int] = set()
+
+    def settle(h: Held) -> None:
+        stats.looks += 1
+        if h.trapped:
+            trapped.add(h.tid)
+        if h.tid not in at_arm or h.regs is None:
+            return  # began after the arm: it can only have entered the new code
+        hit = checker.check(h.tid, h.regs)
+        if hit is not None:
+            busy[h.tid] = hit
+
+    _each(pid, stats, settle)
+    # a trap taken just before the head write may still be queued: the handler must take it
+    # before the handler goes away
+    deadline = time.monotonic() + 2.0
+    while trapped and time.monotonic() < deadline:
+        trapped = {t for t in trapped if sigtrap_pending(t)}
+        if trapped:
+            time.sleep(0.0002)
+    if not trapped:
+        rc = _remote(pid, mem)
+        try:
+            TH.uninstall(rc, area)
+        finally:
+            _close(rc, stats)
+    return busy
+
+
+def _look_alone(pid: int, tid: int, checker: _Checker, stats: PerThreadStats) -> Activation | None:
+    """Hold one thread alone and check it; None when it is outside (or gone)."""
+    with Held(pid, tid, stats) as h:
+        if h.regs is None:
+            return None
+        stats.looks += 1
+        return checker.check(tid, h.regs)
+
+
+def retire(
+    pid: int,
+    mem: ProcessMemory,
+    busy: dict[int, Activation],
+    watched: list[CodeRange],
+    probes: ExitProbes | None,
+    deadline: float,
+    stats: PerThreadStats,
+) -> dict[int, Activation]:
+    """Step 9: look at each busy thread alone until none holds a watched activation, or the
+    deadline passes; returns the threads still busy then."""
+    checker = _Checker(pid, mem, watched)
+    seen = {tid: probes.count(tid) if probes else 0 for tid in busy}
+    wait = dict.fromkeys(busy, LOOK_BACKOFF[0])
+    due = {tid: time.monotonic() + LOOK_BACKOFF[0] for tid in busy}
+    while busy:
+        now = time.monotonic()
+        for tid in list(busy):
+            moved = probes is not None and probes.count(tid) != seen[tid]
+            if not moved and now < due[tid]:
+                continue
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                del busy[tid]
+                continue
+            seen[tid] = probes.count(tid) if probes else 0
+            hit = _look_alone(pid, tid, checker, stats)
+            if hit is None:
+                del busy[tid]
+                continue
+            busy[tid] = hit
+            stats.last_busy = hit
+            wait[tid] = min(wait[tid] * 2, LOOK_BACKOFF[1])
+            due[tid] = time.monotonic() + wait[tid]
+        if not busy:
+            break
+        if not T.list_threads(pid):
+            raise ProcessExited(f"process {pid} exited")
+        if time.monotonic() > deadline:
+            return busy
+        time.sleep(0.0005)
+    return busy
+
+
+def activate(
+    pid: int,
+    mem: ProcessMemory,
+    switches: list[Switch],
+    area: int,
+    old_code: list[CodeRange],
+    new_code: list[CodeRange],
+    probe_sites: list[ProbeSite],
+    timeout: float,
+) -> PerThreadStats:
+    """Switch the entries and retire every activation of the code switched away from. On
+    timeout, switch back and retire the other way, then raise QuiescenceTimeout (the figures
+    ride on it as `.stats`): the entries hold their `before` bytes again."""
+    stats = PerThreadStats()
+    probes = ExitProbes(pid, probe_sites) if probe_sites else None
+    stats.exit_probe_sites = len(probe_sites)
+    t0 = time.monotonic()
+    try:
+        with realtime():
+            busy = switch_entries(pid, mem, switches, area, old_code, stats)
+            stats.busy_threads = len(busy)
+            left = retire(pid, mem, busy, old_code, probes, t0 + timeout, stats)
+    finally:
+        if probes is not None:
+            probes.detach()
+    stats.retire_seconds = time.monotonic() - t0 - stats.switch_seconds
+    if not left:
+        return stats
+    tid, hit = next(iter(left.items()))
+    # a call that traps while we switch back goes where the entry sends it now
+    back = [s.inverse(s.trap_dest) for s in switches]
+    undo = PerThreadStats()
+    with realtime():
+        busy = switch_entries(pid, mem, back, area, new_code, undo)
+        still = retire(pid, mem, busy, new_code, None, time.monotonic() + max(timeout, 5.0), undo)
+    err = QuiescenceTimeout(
+        f"timed out after {timeout:g}s: thread {tid} was still "
+        f"{'executing' if hit.where == 'pc' else 'returning into'} {hit.label}; "
+        + (
+            "every entry was switched back and nothing was changed: retry later or raise --timeout"
+            if not still
+            else "the entries were switched back, but a thread is still inside the new code, "
+            "which stays loaded"
+        )
+    )
+    stats.holds += undo.holds
+    err.stats = stats  # type: ignore[attr-defined]
+    err.new_code_busy = bool(still)  # type: ignore[attr-defined]
+    raise err

@@ -1,0 +1,163 @@
+"""The SIGTRAP handler placed in the target while a trap byte sits at an old entry.
+
+The per-thread apply (runtime/perthread.py) sends new calls to the new code by writing one
+`int3` at each old entry; while we trace, each trap is a ptrace stop that we answer by moving
+the thread to the new function. If the tracer dies (SIGKILL at any instant), the kernel detaches
+every thread, and the next call would raise a SIGTRAP with no one to answer it: the default
+action kills the process. This handler, installed before the first trap byte and removed only
+after the last one is gone, answers it instead, the same way the tracer would: so a trap byte is
+never armed unless something in the target can handle it.
+
+Layout in the patch's gate page, at TRAP_OFFSET (read and executed by the target, written by us
+through /proc/PID/mem):
+
+    +0x000  handler(sig, info, uc)
+              rip = uc->uc_mcontext.gregs[REG_RIP]
+              for (trap, dest) in table:
+                  rip == trap + 1 -> gregs[REG_RIP] = dest; return   (a call at an old entry)
+                  rip == dest     -> return   (the tracer moved it, then died before answering)
+              not ours: previous handler a function -> jump to it (same arguments);
+                        SIG_IGN -> return; SIG_DFL -> put it back and raise SIGTRAP again, so
+                        the default action happens as it would have without us
+    +0x0f0  restorer: rt_sigreturn
+    +0x100  the previous kernel sigaction (32 bytes), as rt_sigaction returned it
+    +0x120  table: count, then (trap address, destination) pairs
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from opus_bpf.errors import InjectionError
+from opus_bpf.runtime.memory import ProcessMemory
+from opus_bpf.runtime.remote import RemoteCaller
+
+TRAP_OFFSET = 2048  # in the gate page; activation gates use the first half
+HANDLER = bytes.fromhex(
+    "488b82a8000000"  # mov rax, [rdx+168]         ; the interrupted rip
+    "488d0d12010000"  # lea rcx, [rip+table]
+    "4c8b01"  # mov r8, [rcx]                       ; count
+    "4883c108"  # add rcx, 8
+    "4d85c0"  # loop: test r8, r8
+    "7420"  # jz not_ours
+    "483b01"  # cmp rax, [rcx]                      ; trap + 1 (entry just executed)
+    "740f"  # je hit
+    "483b4108"  # cmp rax, [rcx+8]                 ; already at the destination
+    "7414"  # je done
+    "4883c110"  # add rcx, 16
+    "49ffc8"  # dec r8
+    "ebe7"  # jmp loop
+    "488b4108"  # hit: mov rax, [rcx+8]
+    "488982a8000000"  # mov [rdx+168], rax
+    "c3"  # done: ret
+    "488b05bf000000"  # not_ours: mov rax, [rip+old_action]
+    "4883f801"  # cmp rax, 1                         ; SIG_IGN
+    "74f2"  # je done
+    "773e"  # ja chain                              ; a handler function
+    "b80d000000"  # mov eax, rt_sigaction           ; SIG_DFL: put it back ...
+    "bf05000000"  # mov edi, SIGTRAP
+    "488d35a6000000"  # lea rsi, [rip+old_action]
+    "31d2"  # xor edx, edx
+    "41ba08000000"  # mov r10d, 8
+    "0f05"  # syscall
+    "b827000000"  # mov eax, getpid                  ; ... and raise it again
+    "0f05"  # syscall
+    "4189c1"  # mov r9d, eax
+    "b8ba000000"  # mov eax, gettid
+    "0f05"  # syscall
+    "89c6"  # mov esi, eax
+    "4489cf"  # mov edi, r9d
+    "ba05000000"  # mov edx, SIGTRAP
+    "b8ea000000"  # mov eax, tgkill
+    "0f05"  # syscall
+    "c3"  # ret
+    "ffe0"  # chain: jmp rax
+)
+RESTORER_OFF = 0xF0
+RESTORER = bytes.fromhex("b80f0000000f05")  # mov eax, rt_sigreturn; syscall
+OLD_ACTION_OFF = 0x100
+TABLE_OFF = 0x120
+AREA_SIZE = 2048
+MAX_TRAPS = (AREA_SIZE - TABLE_OFF - 8) // 16
+
+SIGTRAP = 5
+SA_SIGINFO = 0x4
+SA_RESTORER = 0x04000000
+SA_ONSTACK = 0x08000000
+SA_RESTART = 0x10000000
+SA_NODEFER = 0x40000000
+KEEP_FLAGS = SA_ONSTACK | SA_RESTART | SA_NODEFER
+SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask (x86-64 kernel sigaction)
+
+
+@dataclass(frozen=True)
+class KernelSigaction:
+    handler: int
+    flags: int
+    restorer: int
+    mask: int
+
+    def pack(self) -> bytes:
+        return SIGACTION.pack(self.handler, self.flags, self.restorer, self.mask)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> KernelSigaction:
+        return cls(*SIGACTION.unpack(data[: SIGACTION.size]))
+
+
+def write_area(mem: ProcessMemory, area: int, traps: dict[int, int]) -> None:
+    """Write the handler and its table (trap address -> destination); the previous action slot
+    is left as it is: it belongs to whoever installed the handler."""
+    if len(traps) > MAX_TRAPS:
+        raise InjectionError(f"too many functions for one per-thread switch ({len(traps)})")
+    mem.write(area, HANDLER)
+    mem.write(area + RESTORER_OFF, RESTORER)
+    table = struct.pack("<Q", len(traps)) + b"".join(
+        struct.pack("<QQ", trap + 1, dest) for trap, dest in sorted(traps.items())
+    )
+    mem.write(area + TABLE_OFF, table)
+
+
+def _current(rc: RemoteCaller) -> KernelSigaction:
+    out = rc.scratch + 512
+    rc.check("rt_sigaction", rc.call("rt_sigaction", SIGTRAP, 0, out, 8))
+    return KernelSigaction.unpack(rc.mem.read(out, SIGACTION.size))
+
+
+def install(rc: RemoteCaller, area: int) -> bool:
+    """Make the handler at `area` the process's SIGTRAP action, keeping the previous one for
+    chaining and for `uninstall`. True when it was installed now, False when it was there
+    already (left by an earlier run that was stopped: the previous action it saved stays)."""
+    cur = _current(rc)
+    fresh = cur.handler != area
+    if fresh:
+        rc.mem.write(area + OLD_ACTION_OFF, cur.pack())
+        old = cur
+    else:
+        old = KernelSigaction.unpack(rc.mem.read(area + OLD_ACTION_OFF, SIGACTION.size))
+    # SA_NODEFER: SIGTRAP stays unblocked while the handler runs, so a thread's mask shows
+    # only what the program itself blocks (a thread that traps with SIGTRAP blocked is killed)
+    flags = (old.flags & KEEP_FLAGS) | SA_SIGINFO | SA_RESTORER | SA_NODEFER
+    new = KernelSigaction(area, flags, area + RESTORER_OFF, old.mask)
+    buf, out = rc.scratch + 256, rc.scratch + 512
+    rc.mem.write(buf, new.pack())
+    rc.check("rt_sigaction", rc.call("rt_sigaction", SIGTRAP, buf, out, 8))
+    if KernelSigaction.unpack(rc.mem.read(out, SIGACTION.size)) != cur:
+        # the program changed its SIGTRAP action between our two calls: give it back
+        rc.call("rt_sigaction", SIGTRAP, out, 0, 8)
+        raise InjectionError("the target changed its SIGTRAP action while we installed ours; retry")
+    return fresh
+
+
+def uninstall(rc: RemoteCaller, area: int) -> bool:
+    """Give the process its previous SIGTRAP action back, unless the program replaced ours."""
+    cur = _current(rc)
+    if cur.handler != area:
+        return False
+    rc.check("rt_sigaction", rc.call("rt_sigaction", SIGTRAP, area + OLD_ACTION_OFF, 0, 8))
+    return True
+
+
+def installed(rc: RemoteCaller, area: int) -> bool:
+    return _current(rc).handler == area
