@@ -9,8 +9,14 @@ source, with the compile commands of its cached rebuild.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import shutil
+import subprocess
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +25,7 @@ from opus_bpf.errors import OpusError
 from . import dpkg
 from .errors import DistroError
 from .rebuild import rebuild
-from .sources import Progress, _quiet, unpacked
+from .sources import Progress, _quiet, unpacked, version_dir
 from .version import compare_versions, patch_difference
 
 # analysis verdict -> what it means for a running process
@@ -171,6 +177,51 @@ def _touches_code(patch: Path) -> bool:
     return False
 
 
+def _patch_ok(tree: Path, patch: Path, reverse: bool = False) -> bool:
+    args = ["patch", "-p1", "--dry-run", "--batch", "-s", "-f", "-i", str(patch)]
+    if reverse:
+        args.insert(1, "-R")
+    return subprocess.run(args, cwd=tree, capture_output=True).returncode == 0
+
+
+def _why_not_applying(tree: Path, patch: Path, earlier: list[Path]) -> str:
+    """Why a waiting patch does not apply to the installed source: already in it, or it
+    needs earlier waiting patches (tried one at a time on a copy), or its context changed."""
+    if _patch_ok(tree, patch, reverse=True):
+        return "already applied in the installed source (under another name)"
+    with tempfile.TemporaryDirectory(prefix="opus-pending-") as tmp:
+        for e in reversed(earlier):
+            copy = Path(tmp) / e.name
+            shutil.copytree(tree, copy, symlinks=True, ignore=shutil.ignore_patterns(".pc"))
+            subprocess.run(["patch", "-p1", "--batch", "-s", "-f", "-i", str(e)], cwd=copy,
+                           capture_output=True)
+            if _patch_ok(copy, patch):
+                return f"applies only on top of {e.name} (an earlier patch of the update)"
+            shutil.rmtree(copy, ignore_errors=True)
+    return "its context is not in the installed source (the code changed in between)"
+
+
+def _analysis_digest() -> str:
+    """Changes whenever the analysis code does: cached verdicts of another version are stale."""
+    from opus_bpf import analysis, cfront
+
+    h = hashlib.sha256()
+    for pkg in (analysis, cfront):
+        for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _verdict_cache(update: SourceUpdate, patch: Path, cc: Path | None) -> Path:
+    h = hashlib.sha256(patch.read_bytes())
+    if cc is not None and cc.is_file():
+        h.update(cc.read_bytes())
+    h.update(_analysis_digest().encode())
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", patch.name)
+    return version_dir(update.source, update.installed) / "verdicts" / \
+        f"{safe}-{h.hexdigest()[:12]}.json"
+
+
 def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
     """Fill *update* with the waiting patches and their verdicts (downloads and rebuilds the
     installed version when its compile commands are not cached)."""
@@ -192,18 +243,28 @@ def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
             cc = rebuild(update.source, update.installed, progress).compile_commands
         except OpusError as e:
             update.error = f"no compile commands ({e.message}); verdicts without them"
-    for c in changes:
+    for i, c in enumerate(changes):
         pv = PatchVerdict(c.name, c.status, "no-code", path=str(c.path), cves=_cves(c.path))
         update.patches.append(pv)
         if c not in code:
             pv.reason = "touches no .c/.h file (tests, documentation or packaging)"
             continue
+        if not _patch_ok(old, c.path):
+            pv.verdict = "does-not-apply"
+            pv.reason = _why_not_applying(old, c.path, [e.path for e in changes[:i]])
+            continue
+        cache = _verdict_cache(update, c.path, cc)
+        if cache.is_file():
+            d = json.loads(cache.read_text())
+            pv.verdict, pv.reason, pv.functions = d["verdict"], d["reason"], d["functions"]
+            progress(f"{c.name}: {pv.verdict} (cached analysis)")
+            continue
         progress(f"analysing {c.name}")
+        t0 = time.monotonic()
         try:
             report = analyze_tree(old, c.path, compile_commands=cc)
         except OpusError as e:
-            pv.verdict = "does-not-apply" if "apply" in e.message.lower() else "error"
-            pv.reason = e.message
+            pv.verdict, pv.reason = "error", e.message
             continue
         except Exception as e:  # noqa: BLE001 - one patch's failure must not hide the others
             pv.verdict, pv.reason = "error", f"{type(e).__name__}: {e}"
@@ -213,6 +274,10 @@ def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
         pv.functions = [f["name"] for f in j.get("functions", []) if f.get("name")]
         if pv.verdict != "safe":
             pv.reason = report.first_reason(report.verdict)
+        progress(f"{c.name}: {pv.verdict} ({time.monotonic() - t0:.0f} s)")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"verdict": pv.verdict, "reason": pv.reason,
+                                     "functions": pv.functions}) + "\n")
 
 
 def pending(pids: list[int], progress: Progress = _quiet, analyse_patches: bool = True
