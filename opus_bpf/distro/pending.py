@@ -26,7 +26,7 @@ from . import dpkg
 from .errors import DistroError
 from .rebuild import rebuild
 from .sources import Progress, _quiet, unpacked, version_dir
-from .version import compare_versions, patch_difference
+from .version import changelog_since, compare_versions, patch_difference
 
 # analysis verdict -> what it means for a running process
 VERDICT_MEANING = {
@@ -72,12 +72,13 @@ class SourceUpdate:
     files: dict[str, list[int]]  # installed file -> pids mapping it
     patches: list[PatchVerdict] = field(default_factory=list)
     error: str | None = None
+    changelog: dict[str, list[str]] = field(default_factory=dict)  # version -> CVEs named
 
     def to_dict(self) -> dict:
         return {"source": self.source, "installed": self.installed,
                 "candidate": self.candidate, "packages": self.packages,
                 "files": self.files, "patches": [p.to_dict() for p in self.patches],
-                "error": self.error}
+                "changelog_cves": self.changelog, "error": self.error}
 
 
 def all_pids() -> list[int]:
@@ -228,8 +229,16 @@ def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
     from opus_bpf.analysis import analyze_tree
 
     try:
-        old = unpacked(update.source, update.installed, progress)
         new = unpacked(update.source, update.candidate or "", progress)
+    except OpusError as e:
+        update.error = e.message
+        return
+    log = new / "debian" / "changelog"
+    if log.is_file():
+        since = changelog_since(log.read_text(errors="replace"), update.installed)
+        update.changelog = {v: c for v, c in since.items()}
+    try:
+        old = unpacked(update.source, update.installed, progress)
     except OpusError as e:
         update.error = e.message
         return
@@ -307,6 +316,10 @@ def table(updates: list[SourceUpdate]) -> str:
                      f"{' ...' if len(pids) > 8 else ''}; {', '.join(sorted(u.files)[:3])})")
         if u.error:
             lines.append(f"  ! {u.error}")
+            cves = sorted({c for cs in u.changelog.values() for c in cs})
+            if cves:
+                lines.append(f"  changelog since {u.installed}: {', '.join(cves)} (no verdicts "
+                             "without the installed source)")
         w = max((len(p.name) for p in u.patches), default=10)
         for p in u.patches:
             fn = f" [{', '.join(p.functions[:4])}]" if p.functions else ""

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import dpkg
 from .errors import SourceUnavailable
 from .version import strip_epoch
 
@@ -58,6 +59,22 @@ def _failure_line(out: str) -> str:
     return out.strip().splitlines()[-1] if out.strip() else "no output"
 
 
+def _unavailable(source: str, version: str, out: str) -> str:
+    """One line: which source version cannot be had, why, and what to do."""
+    why = _failure_line(out)
+    if "deb-src" in why:
+        return (f"source {source} {version} cannot be downloaded: no deb-src entry; add one "
+                "(docs/distro.md)")
+    known = dpkg.source_policy(source).versions
+    if "404" in why:
+        return (f"source {source} {version} is listed but the mirror answers 404 Not Found for "
+                f"it; try again later or add a snapshot.debian.org deb-src entry")
+    if known:
+        return (f"source {source} {version} is not on the configured deb-src mirrors (they "
+                f"have {', '.join(known)}); add a snapshot.debian.org deb-src entry for it")
+    return f"source {source} {version} cannot be downloaded: {why}"
+
+
 def download(source: str, version: str, progress: Progress = _quiet) -> Path:
     """The .dsc of *source* at *version* in the cache, downloaded with apt-get source if needed."""
     dl = version_dir(source, version) / "dl"
@@ -73,11 +90,7 @@ def download(source: str, version: str, progress: Progress = _quiet) -> Path:
                        cwd=dl, capture_output=True, text=True, env=env, check=False)
     found = _dsc(dl, source, version)
     if p.returncode != 0 or found is None:
-        why = _failure_line(p.stdout + "\n" + p.stderr)
-        hint = ("add a deb-src entry (docs/distro.md)" if "deb-src" in why
-                else "the mirror does not have this source version; try --from-version or a "
-                "snapshot.debian.org deb-src entry")
-        raise SourceUnavailable(f"source {source} {version} cannot be downloaded: {why}; {hint}")
+        raise SourceUnavailable(_unavailable(source, version, p.stdout + "\n" + p.stderr))
     progress(f"downloaded {source} {version} in {time.monotonic() - t0:.1f} s")
     return found
 

@@ -6,6 +6,7 @@ Kept free of subprocesses so the logic the rest depends on is testable in millis
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,4 +121,26 @@ def patch_difference(old_tree: Path, new_tree: Path) -> list[PatchChange]:
         q = old_tree / "debian" / "patches" / name
         if not q.is_file() or _digest(p) != _digest(q):
             out.append(PatchChange(name, "changed", p))
+    return out
+
+
+_HEADER = re.compile(r"^(\S+) \(([^)]+)\) [^;]*;")
+
+
+def changelog_since(text: str, since: str) -> dict[str, list[str]]:
+    """CVE ids named by each debian/changelog entry newer than *since* (newest first): what an
+    update fixes, when the installed version's own source cannot be had to diff patches."""
+    out: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        m = _HEADER.match(line)
+        if m:
+            current = m.group(2) if compare_versions(m.group(2), since) > 0 else None
+            if current is None:
+                break
+            out[current] = []
+        elif current is not None:
+            for cve in re.findall(r"CVE-\d{4}-\d{4,}", line):
+                if cve not in out[current]:
+                    out[current].append(cve)
     return out

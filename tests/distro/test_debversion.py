@@ -76,3 +76,31 @@ def test_patch_difference_without_series(tmp_path: Path) -> None:
     new = _tree(tmp_path / "new", {"x.patch": "X"})
     assert [c.name for c in patch_difference(old, new)] == ["x.patch"]
     assert patch_difference(new, old) == []
+
+
+CHANGELOG = """redis (5:7.0.15-1~deb12u10) bookworm-security; urgency=high
+
+  * CVE-2026-81934: Prevent a use-after-free in pending TLS data.
+  * CVE-2026-92925: Prevent an out-of-bounds read (also CVE-2026-81934).
+
+ -- Someone <x@debian.org>  Thu, 24 Sep 2026 13:34:16 -0700
+
+redis (5:7.0.15-1~deb12u8) bookworm-security; urgency=high
+
+  * CVE-2026-23631: use-after-free on replicas.
+
+ -- Someone <x@debian.org>  Thu, 06 Aug 2026 11:09:14 -0700
+
+redis (5:7.0.15-1~deb12u7) bookworm; urgency=medium
+
+  * CVE-2025-21605: already in the installed version.
+"""
+
+
+def test_changelog_since() -> None:
+    from opus_bpf.distro.version import changelog_since
+
+    got = changelog_since(CHANGELOG, "5:7.0.15-1~deb12u7")
+    assert got == {"5:7.0.15-1~deb12u10": ["CVE-2026-81934", "CVE-2026-92925"],
+                   "5:7.0.15-1~deb12u8": ["CVE-2026-23631"]}
+    assert changelog_since(CHANGELOG, "5:7.0.15-1~deb12u10") == {}
