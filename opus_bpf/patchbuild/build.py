@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -42,6 +44,7 @@ from .elfinfo import (
 )
 from .errors import BuildError
 from .generate import GeneratedTU, generate_patch_tu
+from .reach import reach
 
 C_SUFFIXES = (".c",)
 HEADER_SUFFIXES = (".h",)
@@ -274,8 +277,22 @@ def build_bundle(src_dir: str | os.PathLike[str], patch_file: str | os.PathLike[
                 raise BuildError(f"{target.path} has no STT_FILE symbol for {base}: it was not "
                                  f"built from this source file (or with LTO); check --src and "
                                  f"--binary")
-            u.gen = generate_patch_tu(text, u.new_tu, u.old_tu, u.changes, target.symbols,
-                                      base, target.path, taken)
+            # old code of a changed function outside its own symbol (inlined copies, clones)
+            # is reached by replacing the functions that hold it as well
+            r = reach(target.path, target.symbols, base, u.new_tu, u.changes.modified)
+            warnings += r.notes
+            try:
+                u.gen = generate_patch_tu(text, u.new_tu, u.old_tu,
+                                          dataclasses.replace(u.changes, modified=r.replace),
+                                          target.symbols, base, target.path, taken,
+                                          copy=r.copy)
+            except BuildError as e:
+                held = [c for c in r.because if c not in u.changes.modified
+                        and re.search(rf"\b{re.escape(c)}\b", e.message)]
+                if not held:
+                    raise
+                raise BuildError(f"{e.message} ({held[0]} must be replaced too: it holds "
+                                 f"{'; '.join(r.because[held[0]])})") from e
             warnings += u.gen.warnings
             src_file.write_text(u.gen.text, errors="surrogateescape")
             obj = tmp / f"tu{i}.o"
@@ -400,25 +417,12 @@ def _manifest(output: Path, target: TargetInfo, units: list[_Unit], cc: str,
     )
 
 
-_CLONE_SUFFIXES = (".constprop.", ".isra.", ".part.", ".lto_priv.", ".specialized.")
-
-
 def reach_warnings(target: TargetInfo, manifest: Manifest) -> list[str]:
-    """Call sites an entry jump does not reach: gcc clones of a replaced function (callers
-    call the clone, with another ABI) and copies inlined into functions the patch keeps."""
+    """Safety net after ``reach``: inlined copies of a replaced function in functions the
+    bundle keeps (only if the closure missed one; clone callers are found by ``reach``)."""
     out: list[str] = []
     replaced = {f.name for f in manifest.functions}
     for f in manifest.functions:
-        if f.static:
-            group = target.symbols.locals_by_file.get(f.file, {})
-            names = list(group)
-        else:
-            names = list(target.symbols.globals)
-        clones = sorted(n for n in names if n.startswith(f.name + ".")
-                        and any(s in n[len(f.name):] for s in _CLONE_SUFFIXES))
-        if clones:
-            out.append(f"{f.name} has compiler clones in the target ({', '.join(clones)}): "
-                       f"callers of a clone keep running the old code; patch those callers too")
         callers = sorted(set(inlined_into(target.symbols.source, f.file, f.name)) - replaced)
         if callers:
             out.append(f"{f.name} is inlined into {', '.join(callers)} in the target: those "

@@ -3,6 +3,7 @@ patch object must pass before the runtime may map it into a live process."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -300,12 +301,25 @@ def _find_static(die, name: str) -> int | None:
 def inlined_into(elf_path: str, file_base: str, function: str) -> list[str]:
     """Functions of *file_base*'s CU that contain an inlined copy of *function* (DWARF
     DW_TAG_inlined_subroutine whose origin is *function*). Empty without debug info."""
-    callers: list[str] = []
+    try:
+        st = os.stat(elf_path)
+    except OSError:
+        return []
+    return sorted(_inlined_map(elf_path, st.st_mtime_ns, st.st_size, file_base)
+                  .get(function, ()))
+
+
+@functools.lru_cache(maxsize=64)
+def _inlined_map(elf_path: str, _mtime: int, _size: int, file_base: str
+                 ) -> dict[str, frozenset[str]]:
+    """inlined function -> the functions of the CU holding a copy of it: one walk of the CU
+    for every question the build asks about it (a big CU takes seconds in pyelftools)."""
+    out: dict[str, set[str]] = {}
     try:
         with open(elf_path, "rb") as f:
             elf = ELFFile(f)
             if not elf.has_dwarf_info():
-                return []
+                return {}
             for cu in elf.get_dwarf_info().iter_CUs():
                 top = cu.get_top_DIE()
                 cu_name = top.attributes.get("DW_AT_name")
@@ -316,21 +330,26 @@ def inlined_into(elf_path: str, file_base: str, function: str) -> list[str]:
                     if die.tag != "DW_TAG_subprogram" or "DW_AT_low_pc" not in die.attributes:
                         continue
                     caller = _die_name(die)
-                    if caller and caller != function and _contains_inlined(die, function):
-                        callers.append(caller)
+                    if not caller:
+                        continue
+                    for name in _inlined_names(die):
+                        if name != caller:
+                            out.setdefault(name, set()).add(caller)
     except (ELFError, OSError, KeyError, ValueError, AttributeError):
-        return []
-    return callers
+        return {}
+    return {k: frozenset(v) for k, v in out.items()}
 
 
-def _contains_inlined(die, function: str) -> bool:
+def _inlined_names(die) -> set[str]:
+    names: set[str] = set()
     for child in die.iter_children():
-        if child.tag == "DW_TAG_inlined_subroutine" and _die_name(child) == function:
-            return True
-        if child.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine") \
-                and _contains_inlined(child, function):
-            return True
-    return False
+        if child.tag == "DW_TAG_inlined_subroutine":
+            n = _die_name(child)
+            if n:
+                names.add(n)
+        if child.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine"):
+            names |= _inlined_names(child)
+    return names
 
 
 def defined_objects(so_path: str | os.PathLike[str]) -> set[str]:

@@ -137,8 +137,9 @@ def _blank(text: str) -> str:
 class _Generator:
     def __init__(self, text: str, new_tu: TranslationUnit, old_tu: TranslationUnit,
                  changes: ChangeSet, symbols: SymbolIndex, file_base: str, binary: str,
-                 taken: set[str]) -> None:
+                 taken: set[str], copy: list[str]) -> None:
         self.text = text
+        self.copy = copy
         self.new = new_tu
         self.old = old_tu
         self.changes = changes
@@ -311,6 +312,8 @@ class _Generator:
             self._check_function(new_fns[name])
         self.out.replaced = list(self.changes.modified)
         self.out.added = list(self.changes.added)
+        patch_side |= set(self.copy)
+        self.out.copied += [c for c in self.copy if c not in self.out.copied]
 
         queue = sorted(patch_side)
         per_fn_globals: dict[str, dict[str, Slot]] = {}
@@ -519,7 +522,10 @@ def _decl_counts(node: c_ast.FuncDef) -> dict[str, int]:
 
 def generate_patch_tu(text: str, new_tu: TranslationUnit, old_tu: TranslationUnit,
                       changes: ChangeSet, symbols: SymbolIndex, file_base: str, binary: str,
-                      taken: set[str] | None = None) -> GeneratedTU:
-    """Patch TU text for one changed source file; *taken* makes slot names bundle-unique."""
+                      taken: set[str] | None = None, copy: list[str] | None = None
+                      ) -> GeneratedTU:
+    """Patch TU text for one changed source file; *taken* makes slot names bundle-unique.
+    *copy*: changed functions with no out-of-line symbol (inlined everywhere), compiled into
+    the patch for the replaced functions that contain them (``reach``)."""
     return _Generator(text, new_tu, old_tu, changes, symbols, file_base, binary,
-                      taken if taken is not None else set()).run()
+                      taken if taken is not None else set(), copy or []).run()

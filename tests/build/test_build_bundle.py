@@ -206,17 +206,32 @@ def test_refuses_member_with_slot_name_in_macro(counter_bins, make_diff,
 
 
 def test_refuses_main_inline_and_inlined(counter_bins, make_diff, tmp_path: Path) -> None:
+    # clamp and twice have no symbol: gcc inlined them into report(), which must then be
+    # replaced too (tests/build/test_reach.py); report reads the TLS `depth`: refused, and the
+    # message says why report is in the patch at all
     cases = [
         ([("        handle(argv[i]);", "        handle(argv[i] + 0);")], "main is changed"),
         ([("return v > LIMIT ? LIMIT : v;", "return v >= LIMIT ? LIMIT : v;")],
-         "clamp .* is inline"),
+         r"report uses thread-local depth.*report must be replaced too: it holds clamp "
+         r"\(inlined\)"),
         ([("    return 2 * x;", "    return x + x + 0 * x;")],
-         "function twice has no symbol in .*inlined by the compiler"),
+         r"report uses thread-local depth.*it holds twice \(inlined\)"),
     ]
     for edits, pattern in cases:
         with pytest.raises(BuildError, match=pattern):
             build_bundle(COUNTER, make_diff(edits), counter_bins["nopie"],
                          tmp_path / "r.opus", cflags=CFLAGS)
+    # without debug info nothing says where the copies went: refused as before
+    nodebug = tmp_path / "server_nodebug"
+    subprocess.run(["gcc", "-O2", "-o", str(nodebug), "server.c"], cwd=COUNTER, check=True)
+    for edits, pattern in [
+        ([("return v > LIMIT ? LIMIT : v;", "return v >= LIMIT ? LIMIT : v;")],
+         "clamp .* is inline"),
+        ([("    return 2 * x;", "    return x + x + 0 * x;")],
+         "function twice has no symbol in .*inlined by the compiler"),
+    ]:
+        with pytest.raises(BuildError, match=pattern):
+            build_bundle(COUNTER, make_diff(edits), nodebug, tmp_path / "r.opus", cflags=CFLAGS)
 
 
 def test_refuses_tls(counter_bins, make_diff, tmp_path: Path) -> None:
