@@ -10,6 +10,7 @@ tree the binary was built from, or a fully patched ``apt-get source`` tree (``.p
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -63,17 +64,41 @@ def looks_like_series(path: Path) -> bool:
     return bool(names) and all((path.parent / n).is_file() for n in names)
 
 
-def _patch(tree: Path, p: SeriesPatch, *, reverse: bool, dry_run: bool) -> bool:
-    cmd = ["patch", f"-p{p.level}", "--batch", "--no-backup-if-mismatch", "--reject-file=-",
-           "-s", "-i", str(p.path.resolve())]
-    cmd += ["-R"] if reverse else ["--forward"]
+def _run(tree: Path, p: SeriesPatch, *, reverse: bool, dry_run: bool) -> tuple[bool, bool]:
+    """(applies, applies exactly: no offset, no fuzz)."""
+    # --forward in both directions: with --batch, patch(1) otherwise "helpfully" applies a
+    # patch the other way round when it looks reversed
+    cmd = ["patch", f"-p{p.level}", "--batch", "--forward", "--no-backup-if-mismatch",
+           "--reject-file=-", "-i", str(p.path.resolve())]
+    cmd += ["-R"] if reverse else []
     if dry_run:
         cmd.append("--dry-run")
     try:
         proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, check=False)
     except OSError as e:
         raise BuildError(f"cannot run patch(1): {e}; install GNU patch") from e
-    return proc.returncode == 0
+    out = proc.stdout + proc.stderr
+    return proc.returncode == 0, proc.returncode == 0 and not re.search(r"offset|fuzz", out)
+
+
+def _patch(tree: Path, p: SeriesPatch, *, reverse: bool, dry_run: bool) -> bool:
+    return _run(tree, p, reverse=reverse, dry_run=dry_run)[0]
+
+
+def _is_applied(tree: Path, p: SeriesPatch) -> bool:
+    """Whether *tree* already has *p*, when no .pc/ says so. A patch that only adds lines
+    applies a second time (at an offset, with fuzz), so both directions are tried and an
+    exact match decides."""
+    rev, rev_exact = _run(tree, p, reverse=True, dry_run=True)
+    fwd, fwd_exact = _run(tree, p, reverse=False, dry_run=True)
+    if rev != fwd:
+        return rev
+    if not rev:
+        return False  # neither: the caller reports it
+    if rev_exact != fwd_exact:
+        return rev_exact
+    raise BuildError(f"cannot tell whether {p.name} is already applied in --src (it applies "
+                     f"both ways); pass the upstream tree or one with quilt's .pc/")
 
 
 def _applied_by_quilt(src: Path) -> list[str] | None:
@@ -101,9 +126,7 @@ def prepare_before(src: Path, series: Path, pick: str, dest: Path) -> tuple[Path
     quilt = _applied_by_quilt(src)
     # 1. patches from NAME on that the tree already has: revert them, last first
     for p in reversed(patches[idx:]):
-        applied = (p.name in quilt) if quilt is not None else (
-            _patch(dest, p, reverse=True, dry_run=True)
-            and not _patch(dest, p, reverse=False, dry_run=True))
+        applied = (p.name in quilt) if quilt is not None else _is_applied(dest, p)
         if applied:
             if not _patch(dest, p, reverse=True, dry_run=False):
                 raise BuildError(f"{p.name} is applied in --src but does not revert cleanly; "
@@ -113,11 +136,11 @@ def prepare_before(src: Path, series: Path, pick: str, dest: Path) -> tuple[Path
     for p in patches[:idx]:
         if quilt is not None and p.name in quilt:
             continue
+        if quilt is None and _is_applied(dest, p):
+            continue  # already in the tree (it was built with it)
         if _patch(dest, p, reverse=False, dry_run=True):
             _patch(dest, p, reverse=False, dry_run=False)
             done.append(f"applied {p.name}")
-        elif _patch(dest, p, reverse=True, dry_run=True):
-            continue  # already in the tree (it was built with it)
         else:
             raise BuildError(f"{p.name} (before {pick} in the series) neither applies to --src "
                              f"nor is already applied; pass the tree the binary was built from")

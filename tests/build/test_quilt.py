@@ -118,3 +118,25 @@ def test_series_refusals(series, tmp_path: Path, capsys) -> None:
                                   .replace("#include <stdio.h>\n", "#include <stdio.h> \n"))
     with pytest.raises(BuildError, match="01-header-note.patch .*neither applies"):
         prepare_before(bad, series["series"], "02-fix.patch", tmp_path / "b")
+
+
+def test_pure_addition_already_applied(tmp_path: Path) -> None:
+    """A patch that only adds lines applies a second time at an offset (nginx's
+    ssl_cert_cb_yield.patch does on its own tree): the exact reverse match wins."""
+    block = "".join(f"    line{i};\n" for i in range(4))
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / "f.c").write_text(f"void a(void) {{\n{block}}}\nvoid b(void) {{\n{block}}}\n")
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    added = (up / "f.c").read_text().replace("    line1;\n", "    line1;\n    extra();\n", 1)
+    (patches / "add.patch").write_text(unified_diff(up, "f.c", added))
+    (patches / "fix.patch").write_text(unified_diff(up, "f.c", added).replace("extra", "xtra"))
+    (patches / "series").write_text("add.patch\nfix.patch\n")
+    built = tmp_path / "built"  # the tree with add.patch, as the binary was built
+    shutil.copytree(up, built)
+    (built / "f.c").write_text(added)
+    _, steps = prepare_before(built, patches / "series", "fix.patch", tmp_path / "out")
+    assert steps == [] and (tmp_path / "out" / "f.c").read_text() == added
+    _, steps = prepare_before(up, patches / "series", "fix.patch", tmp_path / "out2")
+    assert steps == ["applied add.patch"] and (tmp_path / "out2" / "f.c").read_text() == added
