@@ -300,7 +300,15 @@ def apply_bundle(
             plan.append((f, sym, old, cur, saved_src))
 
         verdict = (m.analysis or {}).get("verdict") if isinstance(m.analysis, dict) else None
+        asked = mode
         mode = choose_mode(mode, verdict, any(src != "original" for *_x, src in plan))
+        if mode == "per-thread":
+            try:
+                PT.check_signal_masks(pid)
+            except PT.PerThreadUnsupported:
+                if asked != "auto":
+                    raise
+                mode = "consistent"
         old_code = list(ranges)
 
         bindings = {}

@@ -43,6 +43,7 @@ from opus_bpf.errors import OpusError, ProcessExited, QuiescenceTimeout
 from opus_bpf.runtime import gate as G
 from opus_bpf.runtime import threads as T
 from opus_bpf.runtime import traphandler as TH
+from opus_bpf.runtime.failpoints import failpoint
 from opus_bpf.runtime.memory import ProcessMemory
 from opus_bpf.runtime.probes import ExitProbes, ProbeSite
 from opus_bpf.runtime.quiescence import (
@@ -205,6 +206,7 @@ class Held:
         if T.wait_stop(self.st):
             self.since = time.monotonic()
             self.regs = T.get_regs(tid)
+            failpoint("perthread:held")
 
     @property
     def trapped(self) -> bool:
@@ -303,6 +305,7 @@ def switch_entries(
     finally:
         _close(rc, stats)
     check_signal_masks(pid)
+    failpoint("perthread:installed")
     checker = _Checker(pid, mem, watched)
     busy: dict[int, Activation] = {}
 
@@ -310,6 +313,7 @@ def switch_entries(
         mem.write(s.entry, INT3)
     stats.redirect_seconds = time.monotonic() - t_start
     at_arm = set(T.list_threads(pid))  # every thread that can have begun old code
+    failpoint("perthread:armed")
 
     def out_of_window(h: Held) -> None:
         regs = h.regs
@@ -327,10 +331,12 @@ def switch_entries(
     _each(pid, stats, out_of_window)
     for s in todo:
         mem.write(s.entry + 1, s.after[1:])
+    failpoint("perthread:tail")
     _each(pid, stats, lambda h: None)
     for s in todo:
         mem.write(s.entry, s.after[:1])
     stats.switch_seconds = time.monotonic() - t_start
+    failpoint("perthread:head")
 
     trapped: set[int] = set()
 
@@ -352,6 +358,7 @@ def switch_entries(
         trapped = {t for t in trapped if sigtrap_pending(t)}
         if trapped:
             time.sleep(0.0002)
+    failpoint("perthread:settled")
     if not trapped:
         rc = _remote(pid, mem)
         try:
@@ -395,6 +402,7 @@ def retire(
                 del busy[tid]
                 continue
             seen[tid] = probes.count(tid) if probes else 0
+            failpoint("perthread:retire")
             hit = _look_alone(pid, tid, checker, stats)
             if hit is None:
                 del busy[tid]

@@ -30,6 +30,7 @@ import struct
 from dataclasses import dataclass
 
 from opus_bpf.errors import InjectionError
+from opus_bpf.runtime.failpoints import failpoint
 from opus_bpf.runtime.memory import ProcessMemory
 from opus_bpf.runtime.remote import RemoteCaller
 
@@ -142,6 +143,7 @@ def install(rc: RemoteCaller, area: int) -> bool:
     new = KernelSigaction(area, flags, area + RESTORER_OFF, old.mask)
     buf, out = rc.scratch + 256, rc.scratch + 512
     rc.mem.write(buf, new.pack())
+    failpoint("traphandler:install")  # a thread is held inside a remote call here
     rc.check("rt_sigaction", rc.call("rt_sigaction", SIGTRAP, buf, out, 8))
     if KernelSigaction.unpack(rc.mem.read(out, SIGACTION.size)) != cur:
         # the program changed its SIGTRAP action between our two calls: give it back
