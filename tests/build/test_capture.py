@@ -102,3 +102,48 @@ def test_build_that_compiles_nothing(tmp_path: Path) -> None:
     (src / "a.c").write_text("int x;\n")
     with pytest.raises(BuildError, match="compiled no C file"):
         capture_compile_commands(src, "true", workdir=tmp_path / "cap")
+
+
+def test_out_of_tree_build_directory(tmp_path: Path) -> None:
+    """configure run in a build directory of the copy (libexpat's expat/build): the sources
+    and the tree's include directories map back to --src (where the build patches and reads
+    them); the build directory itself (generated config.h) stays in the copy."""
+    from opus_bpf.patchbuild.capture import _rebase_entry
+
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    for root in (src, copy):
+        (root / "expat" / "lib").mkdir(parents=True)
+        (root / "expat" / "lib" / "xmlparse.c").write_text("int x;\n")
+    (copy / "expat" / "build" / "lib").mkdir(parents=True)
+    bdir = copy / "expat" / "build" / "lib"
+    e = {"directory": str(bdir), "file": "../../lib/xmlparse.c",
+         "arguments": ["gcc", "-I.", "-I..", "-I../../lib", "-I", "../..", "-fPIC", "-c",
+                       "../../lib/xmlparse.c", "-o", ".libs/xmlparse.o"]}
+    got = _rebase_entry(e, copy, src)
+    want_file = str(src / "expat" / "lib" / "xmlparse.c")
+    assert got["directory"] == str(bdir)
+    assert got["file"] == want_file and want_file in got["arguments"]
+    assert f"-I{bdir}" in got["arguments"]  # generated headers: the build copy's
+    assert f"-I{bdir.parent}" in got["arguments"]
+    assert f"-I{src / 'expat' / 'lib'}" in got["arguments"]
+    assert got["arguments"][got["arguments"].index("-I") + 1] == str(src / "expat")
+
+
+def test_generated_include_directory_in_unbuilt_src(tmp_path: Path) -> None:
+    """--src never built (an apt-get source tree): -I objs (nginx's generated headers) exists
+    only in the build copy and must point there."""
+    from opus_bpf.patchbuild.capture import _rebase_entry
+
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    for root in (src, copy):
+        (root / "src" / "core").mkdir(parents=True)
+        (root / "src" / "core" / "nginx.c").write_text("int x;\n")
+    (copy / "objs").mkdir()
+    e = {"directory": str(copy), "file": "src/core/nginx.c",
+         "arguments": ["cc", "-I", "src/core", "-I", "objs", "-c", "-o", "objs/nginx.o",
+                       "src/core/nginx.c"]}
+    got = _rebase_entry(e, copy, src)
+    assert got["directory"] == str(src) and got["file"] == "src/core/nginx.c"
+    args = got["arguments"]
+    assert args[args.index("-I") + 1] == "src/core"
+    assert str(copy / "objs") in args
