@@ -120,7 +120,7 @@ KILL_POINTS = [
 ]
 
 
-@pytest.mark.parametrize("operation", ["apply", "revert"])
+@pytest.mark.parametrize("operation", ["apply", pytest.param("revert", marks=pytest.mark.slow)])
 def test_tracer_killed_at_each_step_leaves_process_whole(run_target, built, bundle, operation):
     """SIGKILL opus-bpf exactly at each step of a per-thread apply (or revert): the process
     runs on with whole checksums, no thread traced or stopped, and a revert always finishes."""

@@ -244,7 +244,7 @@ def test_process_exits_during_apply(run_target, built, bundle):
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert len(err.strip().splitlines()) == 1, err
-    assert "exited" in err or "no such process" in err
+    assert "exited" in err or "no such process" in err or "zombie" in err
 
 
 def test_new_function_clobbering_registers_callers_keep_is_refused(built, tmp_path):
@@ -295,8 +295,11 @@ def test_two_functions_switch_together_even_if_killed(run_target, built, bundle)
     assert _torn_stable(p)[0] == "version=1"
     rng = random.Random(99)
     for delay in [rng.uniform(0.2, 1.2) for _ in range(6)]:
-        proc = subprocess.Popen([*OPUS, "apply", str(fix), "--pid", str(p.pid)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*OPUS, "apply", str(fix), "--pid", str(p.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
