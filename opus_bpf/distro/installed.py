@@ -19,6 +19,7 @@ from opus_bpf.patchbuild.gate import build_checked
 
 from . import dpkg
 from .errors import DistroError, RebuildMismatch
+from .patchfilter import compiled_files, filter_patch
 from .rebuild import (
     Comparison,
     Rebuild,
@@ -144,7 +145,7 @@ class InstalledBuild:
     report: Report
     patch: str
     patch_from: str | None = None
-    notes: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # patch files no binary is built from
 
 
 def build_installed(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -163,10 +164,15 @@ def build_installed(path: str | os.PathLike[str], output: str | os.PathLike[str]
         pfile = Path(patch)
     else:
         raise DistroError("give the fix: --patch FILE or --debian-patch NAME")
+    pfile, dropped = filter_patch(
+        pfile, compiled_files(target.rebuild.compile_commands, target.rebuild.src),
+        target.rebuild.workdir.parent / "patches" / pfile.name)
+    if dropped:
+        progress(f"{pfile.name}: left out {', '.join(dropped)} (no binary is built from them)")
     progress(f"building {pfile.name} against {target.path} (build-id "
              f"{target.comparison.installed_build_id})")
     res, report = build_checked(
         target.rebuild.src, pfile, target.path, output,
         compile_commands=target.rebuild.compile_commands,
         accept_review=accept_review, ignore_register_risk=ignore_register_risk)
-    return InstalledBuild(target, res, report, str(pfile), patch_from)
+    return InstalledBuild(target, res, report, str(pfile), patch_from, dropped)

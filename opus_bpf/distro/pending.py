@@ -24,6 +24,7 @@ from opus_bpf.errors import OpusError
 
 from . import dpkg
 from .errors import DistroError
+from .patchfilter import compiled_files, filter_patch
 from .rebuild import rebuild
 from .sources import Progress, _quiet, unpacked, version_dir
 from .version import changelog_since, compare_versions, patch_difference
@@ -50,6 +51,7 @@ class PatchVerdict:
     functions: list[str] = field(default_factory=list)
     cves: list[str] = field(default_factory=list)
     path: str = ""
+    dropped: list[str] = field(default_factory=list)  # files of the patch no binary is built from
 
     @property
     def meaning(self) -> str:
@@ -58,7 +60,7 @@ class PatchVerdict:
     def to_dict(self) -> dict:
         return {"name": self.name, "status": self.status, "verdict": self.verdict,
                 "meaning": self.meaning, "reason": self.reason, "functions": self.functions,
-                "cves": self.cves, "path": self.path}
+                "cves": self.cves, "path": self.path, "dropped": self.dropped}
 
 
 @dataclass
@@ -249,7 +251,8 @@ def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
     cc = None
     if code:
         try:
-            cc = rebuild(update.source, update.installed, progress).compile_commands
+            rb = rebuild(update.source, update.installed, progress)
+            old, cc = rb.src, rb.compile_commands
         except OpusError as e:
             update.error = f"no compile commands ({e.message}); verdicts without them"
     for i, c in enumerate(changes):
@@ -258,11 +261,17 @@ def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
         if c not in code:
             pv.reason = "touches no .c/.h file (tests, documentation or packaging)"
             continue
-        if not _patch_ok(old, c.path):
+        patch = c.path
+        if cc is not None:
+            patch, dropped = filter_patch(c.path, compiled_files(cc, old),
+                                          version_dir(update.source, update.installed)
+                                          / "patches" / c.name)
+            pv.dropped = dropped
+        if not _patch_ok(old, patch):
             pv.verdict = "does-not-apply"
-            pv.reason = _why_not_applying(old, c.path, [e.path for e in changes[:i]])
+            pv.reason = _why_not_applying(old, patch, [e.path for e in changes[:i]])
             continue
-        cache = _verdict_cache(update, c.path, cc)
+        cache = _verdict_cache(update, patch, cc)
         if cache.is_file():
             d = json.loads(cache.read_text())
             pv.verdict, pv.reason, pv.functions = d["verdict"], d["reason"], d["functions"]
@@ -271,7 +280,7 @@ def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
         progress(f"analysing {c.name}")
         t0 = time.monotonic()
         try:
-            report = analyze_tree(old, c.path, compile_commands=cc)
+            report = analyze_tree(old, patch, compile_commands=cc)
         except OpusError as e:
             pv.verdict, pv.reason = "error", e.message
             continue
@@ -280,7 +289,8 @@ def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
             continue
         pv.verdict = str(report.verdict)
         j = report.to_json()
-        pv.functions = [f["name"] for f in j.get("functions", []) if f.get("name")]
+        pv.functions = [f["name"] for f in j.get("functions", [])
+                        if f.get("name") and f.get("status") in ("changed", "added")]
         if pv.verdict != "safe":
             pv.reason = report.first_reason(report.verdict)
         progress(f"{c.name}: {pv.verdict} ({time.monotonic() - t0:.0f} s)")

@@ -47,7 +47,7 @@ class Rebuild:
 
     source: str
     version: str
-    src: Path  # the unpacked source (what --src means for the patch build)
+    src: Path  # the built copy of the unpacked source (what --src means for the patch build)
     workdir: Path  # capture work directory: tree/ (built copy), *.deb, compile_commands.json
     compile_commands: Path
     seconds: float  # dpkg-buildpackage under the capture, when it ran
@@ -80,6 +80,31 @@ def ensure_build_deps(src: Path, progress: Progress = _quiet) -> float:
     return time.monotonic() - t0
 
 
+def _built_tree_view(r: Rebuild) -> Rebuild:
+    """Point the rebuild at the built copy: configure-generated headers (libevent's
+    evconfig-private.h, redis's release.h) exist only there, so a patch is analysed and
+    compiled in the tree exactly as dpkg-buildpackage left it (patches applied, configured)."""
+    tree = r.workdir / "tree"
+    view = r.workdir / "compile_commands.tree.json"
+    if not view.is_file() or view.stat().st_mtime < r.compile_commands.stat().st_mtime:
+        entries = json.loads(r.compile_commands.read_text())
+        src = str(r.src)
+
+        def move(v: str) -> str:
+            return str(tree) + v[len(src):] if v == src or v.startswith(src + "/") else \
+                v.replace("=" + src + "/", "=" + str(tree) + "/").replace(
+                    "-I" + src + "/", "-I" + str(tree) + "/")
+
+        for e in entries:
+            e["directory"] = move(e["directory"])
+            e["file"] = move(e["file"])
+            if "arguments" in e:
+                e["arguments"] = [move(a) for a in e["arguments"]]
+        view.write_text(json.dumps(entries, indent=1) + "\n")
+    r.src, r.compile_commands = tree, view
+    return r
+
+
 def rebuild(source: str, version: str, progress: Progress = _quiet,
             jobs: int | None = None) -> Rebuild:
     """The cached rebuild of *source* at *version*, building it (under the capture) if needed."""
@@ -90,9 +115,9 @@ def rebuild(source: str, version: str, progress: Progress = _quiet,
         d = json.loads(stamp.read_text())
         r = Rebuild(source, version, Path(d["src"]), work, Path(d["compile_commands"]),
                     d["seconds"], True, d.get("entries", 0), d.get("debs", []))
-        if r.compile_commands.is_file() and r.src.is_dir():
+        if r.compile_commands.is_file() and r.src.is_dir() and (work / "tree").is_dir():
             progress(f"rebuild of {source} {version} cached ({work})")
-            return r
+            return _built_tree_view(r)
     src = unpacked(source, version, progress)
     ensure_build_deps(src, progress)
     if work.exists():
@@ -116,7 +141,7 @@ def rebuild(source: str, version: str, progress: Progress = _quiet,
              f"{cap.entries} compile commands")
     r = Rebuild(source, version, src, work, cap.path, cap.seconds, False, cap.entries, debs)
     stamp.write_text(json.dumps(r.to_dict(), indent=1) + "\n")
-    return r
+    return _built_tree_view(r)
 
 
 def extract_deb(work: Path, package: str, dbgsym: bool = False) -> Path | None:
