@@ -227,7 +227,10 @@ class TUIndex:
             for header in self._project_headers():
                 if header != file:
                     text += "\n" + (self.sources.text(header) or "")
-            defs = re.findall(r"^\s*#\s*define\s+(\w+)(?:\([^)]*\))?(.*(?:\\\n.*)*)", text, re.M)
+            # a body continued with backslash-newline is read whole (libevent's EVUTIL_ASSERT
+            # reaches __LINE__ on its fifth line)
+            defs = re.findall(r"^[ \t]*#[ \t]*define[ \t]+(\w+)(?:\([^)]*\))?"
+                              r"((?:[^\n]*\\\n)*[^\n]*)", text, re.M)
             changed = True
             while changed:
                 changed = False

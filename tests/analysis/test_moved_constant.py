@@ -40,3 +40,25 @@ def test_line_macro_from_the_program_header(tmp_path):
         "+        return 9;\n     return x;\n }\n")
     report = analyze_tree(tmp_path, tmp_path / "fix.diff", cflags=["-O2"])
     assert [f.name for f in report.functions] == ["f"]
+
+
+def test_line_macro_defined_over_several_lines(tmp_path):
+    # libevent: EVUTIL_ASSERT (util-internal.h) reaches __LINE__ on a continuation line; a fix
+    # that removes lines above must not make later functions "compile differently"
+    (tmp_path / "util.h").write_text(
+        "void fail(const char *f, int l, const char *c);\n"
+        "#define MY_ASSERT(cond)\t\t\\\n"
+        "\tdo {\t\t\t\t\\\n"
+        "\t\tif (!(cond))\t\t\\\n"
+        "\t\t\tfail(__FILE__,\t\\\n"
+        "\t\t\t    __LINE__, #cond);\t\\\n"
+        "\t} while (0)\n")
+    body = "int g(int x)\n{\n    MY_ASSERT(x > 0);\n    return x;\n}\n"
+    (tmp_path / "a.c").write_text(
+        '#include "util.h"\nint f(int x)\n{\n    if (x > 9)\n        return 9;\n'
+        '    return x;\n}\n' + body)
+    (tmp_path / "fix.diff").write_text(
+        "--- a/a.c\n+++ b/a.c\n@@ -2,6 +2,4 @@\n int f(int x)\n {\n-    if (x > 9)\n"
+        "-        return 9;\n     return x;\n }\n")
+    report = analyze_tree(tmp_path, tmp_path / "fix.diff", cflags=["-O2"])
+    assert [f.name for f in report.functions] == ["f"]
