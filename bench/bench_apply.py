@@ -4,7 +4,12 @@
 For each shape (threads x mode) it starts bench/target, measures the floor (bench/floor, normal
 and SCHED_FIFO policy: opus-bpf raises itself to SCHED_FIFO 1 while it pauses), then applies and
 reverts bench/work_fix.diff `--cycles` times through the Python API and reports, per shape:
-  pause     all threads stopped during the successful look (µs; p50/p99 over applies+reverts)
+  apply mode  consistent (one stop of every thread) or per-thread (each thread held alone)
+  pause     all threads stopped at once (µs; p50/p99 over applies+reverts); per-thread: 0
+            unless the process has a single thread
+  longest hold  per-thread: the longest any one thread was held in a run (p50/p99 over runs)
+  redirect  per-thread: from the start of the switch until every new call reaches the new code
+  retire    per-thread: until no thread holds an old activation
   looks     stop-the-world looks per apply (each is one pause)
   wait      quiescence wait: probes attached -> quiescent look (ms)
   apply     whole apply_bundle() wall time (ms), and its parts: load, probe setup, probe detach
@@ -63,9 +68,70 @@ def make_bundle(target_bin: Path, out: Path) -> Path:
     return out
 
 
+def _cycle(bundle: Path, t: Target, base: str, apply_mode: str, cycles: int) -> dict:
+    """Apply + revert `cycles` times in one mode; the figures of each run."""
+    runs: list = []
+    failures = 0
+    for _ in range(cycles):
+        try:
+            r = apply_bundle(str(bundle), t.pid, timeout=30, mode=apply_mode)
+        except Exception as exc:  # noqa: BLE001 - a timeout is a figure too
+            failures += 1
+            print(f"  apply failed: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            continue
+        assert t.probe(1) != base, "patched work() is not live"
+        rv = revert_bundle(str(bundle), t.pid, timeout=30, mode=apply_mode)
+        assert t.probe(1) == base
+        runs += [r, rv]
+    return {"runs": runs, "failures": failures}
+
+
+def _summary(apply_mode: str, got: dict) -> dict:
+    med = statistics.median
+    runs = got["runs"]
+    applies = runs[0::2]
+    out: dict = {"apply_mode": apply_mode, "failures": got["failures"]}
+    if not runs:
+        return out
+    pauses = [r.pause_seconds * 1e6 for r in runs]
+    out["pause_us"] = {"median": med(pauses), "p99": pct(pauses, 0.99), "n": len(pauses)}
+    out["looks_per_apply"] = {
+        "median": med(r.attempts for r in applies),
+        "max": max(r.attempts for r in applies),
+    }
+    out["wait_ms"] = {
+        "median": med(r.wait_seconds * 1e3 for r in applies),
+        "max": max(r.wait_seconds * 1e3 for r in applies),
+    }
+    out["apply_ms"] = {
+        "median": med(r.total_seconds * 1e3 for r in applies),
+        "load": med(r.load_seconds * 1e3 for r in applies),
+        "probe_setup": med(r.probe_setup_seconds * 1e3 for r in applies),
+        "probe_detach": med(r.probe_detach_seconds * 1e3 for r in applies),
+    }
+    if apply_mode == "per-thread":
+        longest = [r.hold_max_seconds * 1e6 for r in runs]
+        holds = [h * 1e6 for r in runs for h in r.holds]
+        out["longest_hold_us"] = {"median": med(longest), "p99": pct(longest, 0.99)}
+        out["hold_us"] = {"median": med(holds), "p99": pct(holds, 0.99), "n": len(holds)}
+        out["redirect_us"] = {"median": med(r.redirect_seconds * 1e6 for r in runs)}
+        out["retire_ms"] = {
+            "median": med(r.retire_seconds * 1e3 for r in runs),
+            "max": max(r.retire_seconds * 1e3 for r in runs),
+        }
+    return out
+
+
 def run_shape(
-    bins: dict[str, Path], bundle: Path, mode: str, threads: int, cycles: int, floor_rounds: int
-) -> dict:
+    bins: dict[str, Path],
+    bundle: Path,
+    mode: str,
+    threads: int,
+    cycles: int,
+    floor_rounds: int,
+    apply_modes: list[str],
+) -> list[dict]:
+    rows = []
     with Target(bins["target"], mode, threads) as t:
         time.sleep(0.3)
         base = t.probe(1)
@@ -73,76 +139,38 @@ def run_shape(
         fl_fifo = floor(bins["floor"], t.pid, floor_rounds, 2000, mode="all", fifo=True)["all"][
             "pause"
         ]
-        pauses, looks, waits, totals, loads, setups, detaches, failures = (
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            0,
-        )
-        for _ in range(cycles):
-            try:
-                r = apply_bundle(str(bundle), t.pid, timeout=30)
-            except Exception as exc:  # noqa: BLE001 - a timeout is a figure too
-                failures += 1
-                print(f"  apply failed: {getattr(exc, 'message', exc)}", file=sys.stderr)
-                continue
-            assert t.probe(1) != base, "patched work() is not live"
-            pauses.append(r.pause_seconds * 1e6)
-            looks.append(r.attempts)
-            waits.append(r.wait_seconds * 1e3)
-            totals.append(r.total_seconds * 1e3)
-            loads.append(r.load_seconds * 1e3)
-            setups.append(r.probe_setup_seconds * 1e3)
-            detaches.append(r.probe_detach_seconds * 1e3)
-            rv = revert_bundle(str(bundle), t.pid, timeout=30)
-            pauses.append(rv.pause_seconds * 1e6)
-            assert t.probe(1) == base
-        t0 = time.monotonic()
-        cli = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "opus_bpf.cli",
-                "apply",
-                str(bundle),
-                "--pid",
-                str(t.pid),
-                "--timeout",
-                "30",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        cli_ms = (time.monotonic() - t0) * 1e3 if cli.returncode == 0 else None
-        if cli.returncode == 0:
-            revert_bundle(str(bundle), t.pid, timeout=30)
-    med = statistics.median
-    return {
-        "mode": mode,
-        "threads": threads,
-        "cycles": cycles,
-        "failures": failures,
-        "floor_pause_us": {"median": fl["median"], "p99": fl["p99"]},
-        "floor_fifo_pause_us": {"median": fl_fifo["median"], "p99": fl_fifo["p99"]},
-        "pause_us": {"median": med(pauses), "p99": pct(pauses, 0.99), "n": len(pauses)}
-        if pauses
-        else None,
-        "looks_per_apply": {"median": med(looks), "max": max(looks)} if looks else None,
-        "wait_ms": {"median": med(waits), "max": max(waits)} if waits else None,
-        "apply_ms": {
-            "median": med(totals),
-            "load": med(loads),
-            "probe_setup": med(setups),
-            "probe_detach": med(detaches),
-        }
-        if totals
-        else None,
-        "cli_apply_ms": cli_ms,
-    }
+        for am in apply_modes:
+            row = {
+                "mode": mode,
+                "threads": threads,
+                "cycles": cycles,
+                "floor_pause_us": {"median": fl["median"], "p99": fl["p99"]},
+                "floor_fifo_pause_us": {"median": fl_fifo["median"], "p99": fl_fifo["p99"]},
+                **_summary(am, _cycle(bundle, t, base, am, cycles)),
+            }
+            t0 = time.monotonic()
+            cli = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "opus_bpf.cli",
+                    "apply",
+                    str(bundle),
+                    "--pid",
+                    str(t.pid),
+                    "--timeout",
+                    "30",
+                    "--mode",
+                    am,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            row["cli_apply_ms"] = (time.monotonic() - t0) * 1e3 if cli.returncode == 0 else None
+            if cli.returncode == 0:
+                revert_bundle(str(bundle), t.pid, timeout=30, mode=am)
+            rows.append(row)
+    return rows
 
 
 def per_call(bins: dict[str, Path], bundle: Path, batches: int = 8) -> dict:
@@ -158,7 +186,7 @@ def per_call(bins: dict[str, Path], bundle: Path, batches: int = 8) -> dict:
 
     with Target(bins["target"], "percall", 1, ["2000000", "50"]) as t:
         before = read(t, batches)
-        apply_bundle(str(bundle), t.pid, timeout=30)
+        apply_bundle(str(bundle), t.pid, timeout=30, mode="consistent")
         read(t, 2)  # a batch may straddle the apply
         after = read(t, batches)
     b, a = statistics.median(before), statistics.median(after)
@@ -167,24 +195,35 @@ def per_call(bins: dict[str, Path], bundle: Path, batches: int = 8) -> dict:
 
 def table(rows: list[dict], pc: dict) -> str:
     out = [
-        "| mode | threads | floor pause p50/p99 | floor (FIFO) p50/p99 | opus pause p50/p99 | "
-        "looks | wait p50 | apply p50 (load / probes+ / probes-) | cli apply |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| shape | threads | apply mode | floor stop-all p50/p99 | floor (FIFO) p50/p99 | "
+        "whole-process pause p50/p99 | longest hold of one thread p50/p99 | all holds p99 | "
+        "redirect | retire / wait p50 | looks | apply p50 | cli apply |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        p, f, ff = r["pause_us"], r["floor_pause_us"], r["floor_fifo_pause_us"]
-        a = r["apply_ms"]
-        out.append(
-            f"| {r['mode']} | {r['threads']} | {fmt_us(f['median'])} / {fmt_us(f['p99'])} | "
+        f, ff = r["floor_pause_us"], r["floor_fifo_pause_us"]
+        head = (
+            f"| {r['mode']} | {r['threads']} | {r['apply_mode']} | "
+            f"{fmt_us(f['median'])} / {fmt_us(f['p99'])} | "
             f"{fmt_us(ff['median'])} / {fmt_us(ff['p99'])} | "
-            + (
-                f"{fmt_us(p['median'])} / {fmt_us(p['p99'])} | {r['looks_per_apply']['median']:g} "
-                f"(max {r['looks_per_apply']['max']}) | {r['wait_ms']['median']:.1f} ms | "
-                f"{a['median']:.0f} ms ({a['load']:.1f} / {a['probe_setup']:.0f} / "
-                f"{a['probe_detach']:.0f}) | "
-                if p
-                else "failed | - | - | - | "
-            )
+        )
+        p = r.get("pause_us")
+        if not p:
+            out.append(head + "failed (timed out, untouched) | - | - | - | - | - | - | - |")
+            continue
+        lh, h = r.get("longest_hold_us"), r.get("hold_us")
+        wait = (
+            f"{r['retire_ms']['median']:.1f} ms"
+            if "retire_ms" in r
+            else f"{r['wait_ms']['median']:.1f} ms"
+        )
+        out.append(
+            head
+            + f"{fmt_us(p['median'])} / {fmt_us(p['p99'])} | "
+            + (f"{fmt_us(lh['median'])} / {fmt_us(lh['p99'])} | " if lh else "= pause | ")
+            + (f"{fmt_us(h['p99'])} | " if h else "- | ")
+            + (f"{fmt_us(r['redirect_us']['median'])} | " if "redirect_us" in r else "in pause | ")
+            + f"{wait} | {r['looks_per_apply']['median']:g} | {r['apply_ms']['median']:.0f} ms | "
             + (f"{r['cli_apply_ms']:.0f} ms |" if r["cli_apply_ms"] else "- |")
         )
     out.append("")
@@ -203,6 +242,9 @@ def main() -> int:
     ap.add_argument("--modes", nargs="+", default=["spin", "paced"])
     ap.add_argument("--cycles", type=int, default=10, help="apply+revert cycles per shape")
     ap.add_argument("--floor-rounds", type=int, default=100)
+    ap.add_argument(
+        "--apply-modes", nargs="+", default=["consistent", "per-thread"], help="opus-bpf --mode"
+    )
     args = ap.parse_args()
     bins = build()
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +253,9 @@ def main() -> int:
         for mode in args.modes:
             for n in args.threads:
                 print(f"shape {mode} x {n} ...", file=sys.stderr)
-                rows.append(run_shape(bins, bundle, mode, n, args.cycles, args.floor_rounds))
+                rows += run_shape(
+                    bins, bundle, mode, n, args.cycles, args.floor_rounds, args.apply_modes
+                )
         pc = per_call(bins, bundle)
     result = {"machine": machine(), "shapes": rows, "per_call": pc}
     print(table(rows, pc))

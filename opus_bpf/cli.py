@@ -140,7 +140,7 @@ def _print_result(res: object, as_json: bool) -> None:
         print(
             f"  per-thread: new calls redirected after {_us(d['redirect_seconds'])}; old "
             f"activations retired after {_us(d['retire_seconds'])} ({d['busy_threads']} busy "
-            f"thread(s), {d['attempts']} look(s), {d['traps']} trapped call(s)); longest hold "
+            f"thread(s), {d['attempts']} look(s)); longest hold "
             f"of one thread {_us(d['hold_max_seconds'])}; whole process paused "
             f"{_us(d['pause_seconds'])}; total {_us(d['total_seconds'])}"
         )

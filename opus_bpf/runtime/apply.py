@@ -81,7 +81,7 @@ class ApplyResult:
     # per-thread mode: each thread held alone; the whole process is never stopped on purpose
     hold_max_seconds: float = 0.0
     holds: list[float] = field(default_factory=list)
-    traps: int = 0
+    remote_holds: list[float] = field(default_factory=list)  # holds for remote system calls
     redirect_seconds: float = 0.0  # until every new call reaches the new code
     retire_seconds: float = 0.0  # until no thread holds an old activation
     busy_threads: int = 0
@@ -94,7 +94,7 @@ class ApplyResult:
         self.hold_max_seconds = st.longest_hold
         self.pause_seconds = st.world_pause_seconds
         self.pauses = [st.world_pause_seconds]
-        self.traps = st.traps
+        self.remote_holds = st.remote_holds
         self.redirect_seconds = st.redirect_seconds
         self.retire_seconds = st.retire_seconds
         self.wait_seconds = st.switch_seconds + st.retire_seconds

@@ -1,32 +1,26 @@
 """Per-thread activation: new calls reach the new code at once, old activations retire one
-thread at a time, and the process is never stopped as a whole.
+thread at a time, and the process is never stopped as a whole (docs/runtime.md, "Per-thread
+mode", argues each step).
 
 A *switch* rewrites each entry from the bytes it holds (`before`) to the bytes it must hold
-(`after`: the jump to the new function on apply, the original instructions on revert). Steps,
-and why each is safe (docs/runtime.md, "Per-thread mode", has the long form):
+(`after`: the jump to the new function on apply, the original instructions on revert):
 
-1. The SIGTRAP handler goes into the target (runtime/traphandler.py) and every thread is seized,
-   none stopped (runtime/tracer.py).
-2. *Arm*: one `int3` byte is written at each entry (a one-byte write is atomic). From here every
-   call traps; we answer each trap by moving that thread to the destination, so it is held for
-   one trap's time. If we die, the handler in the target gives the same answer.
-3. *Pass 1*, one thread held at a time: a thread whose PC is inside the bytes about to change
-   (it had begun the old first instructions before the arm) is single-stepped out of them. No
-   thread can enter them again: the only way in is through the trap.
-4. *Tail*: bytes 1.. of `after` are written. Nothing executes them: the first byte still traps.
-5. *Pass 2*: every thread is interrupted once more, so each passes through the kernel (a
-   serialising event) after the tail write and before the first byte changes.
-6. *Head*: the first byte of `after` is written. A thread now fetches either the trap (answered
-   as before) or the complete new instruction.
-7. *Pass 3*: each thread is held once more: a trap it hit before the head write and has not
-   reported yet is answered, and its PC and stack are checked for the watched ranges (the old
-   code). A thread found outside can never enter them again; one found inside is *busy*.
-8. The tracer detaches (one thread at a time) and the handler is removed: no trap byte is left.
-9. *Retire*: each busy thread is looked at alone, when the BPF exit probes count that it left an
-   old function (or after a back-off), until none holds an old activation, or the timeout.
+1. the SIGTRAP handler goes into the target (runtime/traphandler.py);
+2. *arm*: one `int3` at each entry; every new call traps and the handler, in the calling
+   thread, sends it to the destination: no tracer is involved, so none can be missed;
+3. *pass 1*, one thread held at a time: a thread inside the bytes about to change is
+   single-stepped out of them; nothing can enter them again except through the trap;
+4. *tail*: bytes 1.. of `after` are written behind the trap byte;
+5. *pass 2*: every thread passes through the kernel (serialising) before the head changes;
+6. *head*: the first byte of `after` is written;
+7. *pass 3*: each thread that existed at the arm is checked (PC and stack) against the code
+   switched away from: outside, it can never enter it again; inside, it is *busy*;
+8. the handler is removed once no trap of ours is queued;
+9. *retire*: each busy thread is looked at alone when the BPF exit probes count that it left
+   an old function (or after a back-off), until none is left or the timeout.
 
-On timeout the same switch runs backwards (`after` -> `before`) and the activations that began
-in the code we are undoing retire the same way; then the caller unloads what it loaded.
+On timeout the same switch runs backwards and the activations of the code being undone retire
+the same way; then the caller unloads what it loaded.
 """
 
 from __future__ import annotations
@@ -84,9 +78,8 @@ class Switch:
 
 @dataclass
 class PerThreadStats:
-    holds: list[float] = field(default_factory=list)
-    trap_holds: list[float] = field(default_factory=list)
-    traps: int = 0
+    holds: list[float] = field(default_factory=list)  # every hold of one thread, seconds
+    remote_holds: list[float] = field(default_factory=list)  # of those: remote system calls
     world_pause_seconds: float = 0.0
     redirect_seconds: float = 0.0  # from the start of the switch until every entry traps
     switch_seconds: float = 0.0  # until the entries hold their final bytes
@@ -121,6 +114,7 @@ def _remote(pid: int, mem: ProcessMemory) -> RemoteCaller:
 def _close(rc: RemoteCaller, stats: PerThreadStats) -> None:
     rc.close()
     stats.holds.append(time.monotonic() - rc.thread.since)
+    stats.remote_holds.append(stats.holds[-1])
 
 
 _EXIT = re.compile(r"^(?:bnd |notrack |rep[a-z]* )*(ret[a-z]*|jmp[a-z]*)\s*(\S*)")
@@ -189,8 +183,8 @@ class _Checker:
 class Held:
     """One thread of the process seized and stopped alone; everything else keeps running."""
 
-    def __init__(self, pid: int, tid: int, stats: PerThreadStats) -> None:
-        self.pid, self.tid, self.stats = pid, tid, stats
+    def __init__(self, pid: int, tid: int, stats: PerThreadStats, alone: bool = False) -> None:
+        self.pid, self.tid, self.stats, self.alone = pid, tid, stats, alone
         self.since = time.monotonic()
         self.st = T.StoppedThread(tid)
         self.regs: T.Regs | None = None
@@ -235,7 +229,7 @@ class Held:
             T.detach(self.tid, self.st.signal)
         now = time.monotonic()
         self.stats.holds.append(now - self.since)
-        if len(T.list_threads(self.pid)) <= 1:
+        if self.alone:  # a single-threaded process: holding its thread pauses all of it
             self.stats.world_pause_seconds += now - self.since
 
     def __enter__(self) -> Held:
@@ -254,6 +248,12 @@ def _sigmask(tid: int, field_name: str) -> int:
     except OSError:
         pass
     return 0
+
+
+def _sigtrap_default(pid: int) -> bool:
+    """The process neither catches nor ignores SIGTRAP (its action is SIG_DFL)."""
+    bit = 1 << (signal.SIGTRAP - 1)
+    return not (_sigmask(pid, "SigCgt") & bit or _sigmask(pid, "SigIgn") & bit)
 
 
 def sigtrap_pending(tid: int) -> bool:
@@ -280,8 +280,9 @@ def check_signal_masks(pid: int, tries: int = 20) -> None:
 
 def _each(pid: int, stats: PerThreadStats, fn: Callable[[Held], None]) -> None:
     """Hold every thread in turn, never two at once, and run `fn` on each."""
-    for tid in T.list_threads(pid):
-        with Held(pid, tid, stats) as h:
+    tids = T.list_threads(pid)
+    for tid in tids:
+        with Held(pid, tid, stats, alone=len(tids) == 1) as h:
             if h.regs is not None:
                 fn(h)
 
@@ -299,9 +300,10 @@ def switch_entries(
     t_start = time.monotonic()
     todo = [s for s in switches if s.before != s.after]
     TH.write_area(mem, area, {s.entry: s.trap_dest for s in switches})
+    default = _sigtrap_default(pid)
     rc = _remote(pid, mem)
     try:
-        TH.install(rc, area)
+        TH.install(rc, area, default)
     finally:
         _close(rc, stats)
     check_signal_masks(pid)
@@ -338,12 +340,8 @@ def switch_entries(
     stats.switch_seconds = time.monotonic() - t_start
     failpoint("perthread:head")
 
-    trapped: set[int] = set()
-
     def settle(h: Held) -> None:
         stats.looks += 1
-        if h.trapped:
-            trapped.add(h.tid)
         if h.tid not in at_arm or h.regs is None:
             return  # began after the arm: it can only have entered the new code
         hit = checker.check(h.tid, h.regs)
@@ -351,8 +349,9 @@ def switch_entries(
             busy[h.tid] = hit
 
     _each(pid, stats, settle)
-    # a trap taken just before the head write may still be queued: the handler must take it
-    # before the handler goes away
+    # a trap taken just before the head write may still be queued (every thread has been
+    # through a stop since, and no trap byte is left): the handler must take it before it goes
+    trapped = {t for t in T.list_threads(pid) if sigtrap_pending(t)}
     deadline = time.monotonic() + 2.0
     while trapped and time.monotonic() < deadline:
         trapped = {t for t in trapped if sigtrap_pending(t)}
@@ -370,7 +369,7 @@ def switch_entries(
 
 def _look_alone(pid: int, tid: int, checker: _Checker, stats: PerThreadStats) -> Activation | None:
     """Hold one thread alone and check it; None when it is outside (or gone)."""
-    with Held(pid, tid, stats) as h:
+    with Held(pid, tid, stats, alone=len(T.list_threads(pid)) == 1) as h:
         if h.regs is None:
             return None
         stats.looks += 1

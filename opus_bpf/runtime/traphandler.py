@@ -1,11 +1,11 @@
 """The SIGTRAP handler placed in the target while a trap byte sits at an old entry.
 
 The per-thread apply (runtime/perthread.py) sends new calls to the new code by writing one
-`int3` at each old entry; while we trace, each trap is a ptrace stop that we answer by moving
-the thread to the new function. If the tracer dies (SIGKILL at any instant), the kernel detaches
-every thread, and the next call would raise a SIGTRAP with no one to answer it: the default
-action kills the process. This handler, installed before the first trap byte and removed only
-after the last one is gone, answers it instead, the same way the tracer would: so a trap byte is
+`int3` at each old entry. A trap with no one to answer it would kill the process (SIGTRAP's
+default action), and a tracer answering each one through ptrace is both too slow for a hot
+function and gone if it is killed. So the target answers its own traps: this handler, installed
+before the first trap byte and removed only after the last one is gone (and no trap is still
+queued), moves the trapping thread to the new function in its own signal frame. A trap byte is
 never armed unless something in the target can handle it.
 
 Layout in the patch's gate page, at TRAP_OFFSET (read and executed by the target, written by us
@@ -15,7 +15,7 @@ through /proc/PID/mem):
               rip = uc->uc_mcontext.gregs[REG_RIP]
               for (trap, dest) in table:
                   rip == trap + 1 -> gregs[REG_RIP] = dest; return   (a call at an old entry)
-                  rip == dest     -> return   (the tracer moved it, then died before answering)
+                  rip == dest     -> return   (already there: nothing to do)
               not ours: previous handler a function -> jump to it (same arguments);
                         SIG_IGN -> return; SIG_DFL -> put it back and raise SIGTRAP again, so
                         the default action happens as it would have without us
@@ -126,38 +126,51 @@ def _current(rc: RemoteCaller) -> KernelSigaction:
     return KernelSigaction.unpack(rc.mem.read(out, SIGACTION.size))
 
 
-def install(rc: RemoteCaller, area: int) -> bool:
-    """Make the handler at `area` the process's SIGTRAP action, keeping the previous one for
-    chaining and for `uninstall`. True when it was installed now, False when it was there
-    already (left by an earlier run that was stopped: the previous action it saved stays)."""
-    cur = _current(rc)
-    fresh = cur.handler != area
-    if fresh:
-        rc.mem.write(area + OLD_ACTION_OFF, cur.pack())
-        old = cur
-    else:
-        old = KernelSigaction.unpack(rc.mem.read(area + OLD_ACTION_OFF, SIGACTION.size))
+def _exchange(rc: RemoteCaller, new: KernelSigaction) -> KernelSigaction:
+    """Set the SIGTRAP action and return the one it replaced: one remote call."""
+    buf, out = rc.scratch + 256, rc.scratch + 512
+    rc.mem.write(buf, new.pack())
+    rc.check("rt_sigaction", rc.call("rt_sigaction", SIGTRAP, buf, out, 8))
+    return KernelSigaction.unpack(rc.mem.read(out, SIGACTION.size))
+
+
+def _ours(area: int, old: KernelSigaction) -> KernelSigaction:
     # SA_NODEFER: SIGTRAP stays unblocked while the handler runs, so a thread's mask shows
     # only what the program itself blocks (a thread that traps with SIGTRAP blocked is killed)
     flags = (old.flags & KEEP_FLAGS) | SA_SIGINFO | SA_RESTORER | SA_NODEFER
-    new = KernelSigaction(area, flags, area + RESTORER_OFF, old.mask)
-    buf, out = rc.scratch + 256, rc.scratch + 512
-    rc.mem.write(buf, new.pack())
+    return KernelSigaction(area, flags, area + RESTORER_OFF, old.mask)
+
+
+def install(rc: RemoteCaller, area: int, default: bool = True) -> bool:
+    """Make the handler at `area` the process's SIGTRAP action, keeping the previous one for
+    chaining and for `uninstall`. True when it was installed now, False when it was there
+    already (left by an earlier run that was stopped: the previous action it saved stays).
+
+    `default`: /proc says the action is SIG_DFL (neither caught nor ignored), the common case,
+    so one exchange does it; otherwise (or if the guess was wrong) a second call fixes it up.
+    """
+    stored = KernelSigaction.unpack(rc.mem.read(area + OLD_ACTION_OFF, SIGACTION.size))
+    guess = KernelSigaction(0, 0, 0, 0) if default else _current(rc)
+    if guess.handler == area:
+        guess = stored
     failpoint("traphandler:install")  # a thread is held inside a remote call here
-    rc.check("rt_sigaction", rc.call("rt_sigaction", SIGTRAP, buf, out, 8))
-    if KernelSigaction.unpack(rc.mem.read(out, SIGACTION.size)) != cur:
-        # the program changed its SIGTRAP action between our two calls: give it back
-        rc.call("rt_sigaction", SIGTRAP, out, 0, 8)
-        raise InjectionError("the target changed its SIGTRAP action while we installed ours; retry")
+    was = _exchange(rc, _ours(area, guess))
+    fresh = was.handler != area
+    old = was if fresh else stored
+    if fresh:
+        rc.mem.write(area + OLD_ACTION_OFF, was.pack())
+    if old != guess:
+        _exchange(rc, _ours(area, old))  # flags and mask as the program had them
     return fresh
 
 
 def uninstall(rc: RemoteCaller, area: int) -> bool:
     """Give the process its previous SIGTRAP action back, unless the program replaced ours."""
-    cur = _current(rc)
-    if cur.handler != area:
+    old = KernelSigaction.unpack(rc.mem.read(area + OLD_ACTION_OFF, SIGACTION.size))
+    was = _exchange(rc, old)
+    if was.handler != area:
+        _exchange(rc, was)  # the program installed its own meanwhile: keep it
         return False
-    rc.check("rt_sigaction", rc.call("rt_sigaction", SIGTRAP, area + OLD_ACTION_OFF, 0, 8))
     return True
 
 
