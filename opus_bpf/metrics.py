@@ -86,6 +86,13 @@ SUCCESSFUL_PAUSE = Histogram(
     "operation).",
     ["operation"], buckets=DURATION_BUCKETS, registry=REGISTRY,
 )
+THREAD_HOLD = Histogram(
+    "opus_bpf_thread_hold_seconds",
+    "How long a thread was held by an apply/revert. mode=per-thread: each time one thread was "
+    "held alone (a look, a single-step, a remote system call) while the rest ran; "
+    "mode=consistent: the pauses, during which every thread was held at once.",
+    ["operation", "mode"], buckets=DURATION_BUCKETS, registry=REGISTRY,
+)
 ATTEMPTS = Histogram(
     "opus_bpf_quiescence_attempts",
     "Stop-the-world verification attempts one operation needed.",
@@ -271,6 +278,10 @@ def observe_result(result: object, operation: str | None = None) -> None:
     if pauses is None:
         pauses = [successful] if successful is not None else []
     functions = getattr(result, "functions", ()) or ()
+    mode = "per-thread" if getattr(result, "mode", None) == "per-thread" else "consistent"
+    holds = getattr(result, "holds", None) if mode == "per-thread" else pauses
+    for h in holds or ():
+        THREAD_HOLD.labels(_operation(operation), mode).observe(max(0.0, float(h)))
     observe_apply(
         outcome=str(getattr(result, "outcome", "error")),
         wait_seconds=float(getattr(result, "wait_seconds", 0.0) or 0.0),
