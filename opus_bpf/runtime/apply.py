@@ -100,6 +100,8 @@ class ApplyResult:
         self.wait_seconds = st.switch_seconds + st.retire_seconds
         self.attempts = st.looks
         self.busy_threads = st.busy_threads
+        self.probe_setup_seconds = st.probe_setup_seconds
+        self.probe_detach_seconds = st.probe_detach_seconds
         self.total_seconds = time.monotonic() - t_start
         return self
 

@@ -87,6 +87,8 @@ class PerThreadStats:
     looks: int = 0
     busy_threads: int = 0
     exit_probe_sites: int = 0
+    probe_setup_seconds: float = 0.0
+    probe_detach_seconds: float = 0.0
     last_busy: Activation | None = None
 
     @property
@@ -435,6 +437,7 @@ def activate(
     ride on it as `.stats`): the entries hold their `before` bytes again."""
     stats = PerThreadStats()
     probes = ExitProbes(pid, probe_sites) if probe_sites else None
+    stats.probe_setup_seconds = probes.setup_seconds if probes else 0.0
     stats.exit_probe_sites = len(probe_sites)
     t0 = time.monotonic()
     try:
@@ -445,6 +448,7 @@ def activate(
     finally:
         if probes is not None:
             probes.detach()
+            stats.probe_detach_seconds = probes.detach_seconds
     stats.retire_seconds = time.monotonic() - t0 - stats.switch_seconds
     if not left:
         return stats
