@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cmp_to_key
 from pathlib import Path
 
 from opus_bpf.analysis import Report
@@ -113,7 +114,7 @@ def debian_patch(source: str, name: str, from_version: str | None,
         if not versions:
             raise DistroError(f"apt knows no source package {source}; add a deb-src entry "
                               "(docs/distro.md) or pass --from-version")
-        from_version = max(versions, key=_VersionKey)
+        from_version = max(versions, key=cmp_to_key(compare_versions))
     tree = unpacked(source, from_version, progress)
     series_file = tree / "debian" / "patches" / "series"
     names = parse_series(series_file.read_text()) if series_file.is_file() else []
@@ -124,16 +125,6 @@ def debian_patch(source: str, name: str, from_version: str | None,
                           + (f" (did you mean {', '.join(near[:3])}?)" if near else
                              f" ({len(names)} patches in its series)"))
     return tree / "debian" / "patches" / cands[0], from_version
-
-
-class _VersionKey:
-    """Sort key for Debian versions."""
-
-    def __init__(self, v: str) -> None:
-        self.v = v
-
-    def __lt__(self, other: _VersionKey) -> bool:
-        return compare_versions(self.v, other.v) < 0
 
 
 @dataclass
