@@ -149,8 +149,12 @@ def collect(pids: list[int], progress: Progress = _quiet) -> list[SourceUpdate]:
         by_pkg[pkg][known] = sorted(set(by_pkg[pkg][known]) | set(files[path]))
     updates: dict[tuple[str, str], SourceUpdate] = {}
     for pkg, pfiles in sorted(by_pkg.items()):
-        inst = dpkg.installed(pkg)
-        pol = dpkg.policy(pkg)
+        try:
+            inst = dpkg.installed(pkg)
+            pol = dpkg.policy(pkg)
+        except OpusError as e:  # one odd package must not hide the others
+            progress(f"skipping {pkg}: {e.message}")
+            continue
         if not pol.candidate or compare_versions(pol.candidate, inst.version) <= 0:
             continue
         src, cand_src_ver = candidate_source(pkg, pol.candidate)
