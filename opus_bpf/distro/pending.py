@@ -222,7 +222,9 @@ def _analysis_digest() -> str:
 def _verdict_cache(update: SourceUpdate, patch: Path, cc: Path | None) -> Path:
     h = hashlib.sha256(patch.read_bytes())
     if cc is not None and cc.is_file():
-        h.update(cc.read_bytes())
+        # a parallel build logs its compile commands in another order every time
+        entries = sorted(json.loads(cc.read_text()), key=lambda e: (e["directory"], e["file"]))
+        h.update(json.dumps(entries, sort_keys=True).encode())
     h.update(_analysis_digest().encode())
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", patch.name)
     return version_dir(update.source, update.installed) / "verdicts" / \
