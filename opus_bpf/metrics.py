@@ -236,8 +236,13 @@ def observe_apply(
     successful_pause_seconds: float | None = None,
     probe_entries: int | None = None,
     probe_returns: int | None = None,
+    mode: str = "consistent",
+    holds: Iterable[float] | None = None,
 ) -> None:
     """Record one apply or revert, whatever its outcome.
+
+    ``holds`` (per-thread mode) is every time one thread was held alone; in the consistent
+    mode each pause holds every thread, so the pauses are the holds.
 
     ``pause_seconds`` is every stop-the-world pause (failed verification attempts too);
     ``successful_pause_seconds`` the one that wrote the jumps, if any. ``probe_hits`` counts
@@ -251,8 +256,12 @@ def observe_apply(
     oc = normalize_outcome(outcome)
     OPERATIONS_TOTAL.labels(op, oc).inc()
     QUIESCENCE_WAIT.labels(op).observe(max(0.0, float(wait_seconds)))
-    for p in pause_seconds:
+    pauses = list(pause_seconds)
+    for p in pauses:
         PAUSE.labels(op).observe(max(0.0, float(p)))
+    mode = "per-thread" if mode == "per-thread" else "consistent"
+    for h in pauses if holds is None else holds:
+        THREAD_HOLD.labels(op, mode).observe(max(0.0, float(h)))
     if successful_pause_seconds is not None and oc in ("applied", "reverted"):
         SUCCESSFUL_PAUSE.labels(op).observe(max(0.0, float(successful_pause_seconds)))
     if attempts > 0:
@@ -279,9 +288,6 @@ def observe_result(result: object, operation: str | None = None) -> None:
         pauses = [successful] if successful is not None else []
     functions = getattr(result, "functions", ()) or ()
     mode = "per-thread" if getattr(result, "mode", None) == "per-thread" else "consistent"
-    holds = getattr(result, "holds", None) if mode == "per-thread" else pauses
-    for h in holds or ():
-        THREAD_HOLD.labels(_operation(operation), mode).observe(max(0.0, float(h)))
     observe_apply(
         outcome=str(getattr(result, "outcome", "error")),
         wait_seconds=float(getattr(result, "wait_seconds", 0.0) or 0.0),
@@ -294,6 +300,8 @@ def observe_result(result: object, operation: str | None = None) -> None:
         successful_pause_seconds=float(successful) if successful is not None else None,
         probe_entries=getattr(result, "probe_entries", None),
         probe_returns=getattr(result, "probe_returns", None),
+        mode=mode,
+        holds=getattr(result, "holds", None) if mode == "per-thread" else None,
     )
 
 

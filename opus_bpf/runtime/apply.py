@@ -90,11 +90,12 @@ class ApplyResult:
         """Copy a per-thread activation's figures: its pause is the time every thread was held
         at once (only a single-threaded process has one), its wait the switch and the retire."""
         self.mode = "per-thread"
-        self.holds = st.holds
-        self.hold_max_seconds = st.longest_hold
+        load_holds = list(self.remote_holds)  # the load's remote calls, if this run loaded
+        self.holds = load_holds + st.holds
+        self.remote_holds = load_holds + st.remote_holds
+        self.hold_max_seconds = max(self.holds, default=0.0)
         self.pause_seconds = st.world_pause_seconds
         self.pauses = [st.world_pause_seconds]
-        self.remote_holds = st.remote_holds
         self.redirect_seconds = st.redirect_seconds
         self.retire_seconds = st.retire_seconds
         self.wait_seconds = st.switch_seconds + st.retire_seconds
@@ -334,7 +335,13 @@ def apply_bundle(
             base, record_addr, loaded_now = reuse.base, reuse.base + po.span, False
         else:
             near = min(old for _f, _s, old, _c, _src in plan)
-            lp = L.load(pid, mem, po, near, bindings)
+            if mode == "per-thread":
+                # the remote calls run in a thread asleep in the kernel when there is one; the
+                # time it is held counts among the per-thread holds
+                lp = L.load(pid, mem, po, near, bindings, tid=PT.quiet_thread(pid))
+                result.remote_holds.extend(lp.holds)
+            else:
+                lp = L.load(pid, mem, po, near, bindings)
             base, record_addr, loaded_now = lp.base, lp.record, True
         result.load_seconds = time.monotonic() - t0
 

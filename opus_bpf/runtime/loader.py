@@ -26,7 +26,7 @@ from elftools.elf.sections import SymbolTableSection
 from opus_bpf.errors import InjectionError
 from opus_bpf.runtime.linker import GlobalScope, required_versions
 from opus_bpf.runtime.memory import ProcessMemory
-from opus_bpf.runtime.remote import RemoteCaller
+from opus_bpf.runtime.remote import BriefCaller, RemoteCaller
 from opus_bpf.target.process import Mapping, read_maps
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -148,6 +148,7 @@ class LoadedPatch:
     span: int
     record: int  # address of the patch record page
     path: str
+    holds: list[float] = field(default_factory=list)  # per remote call, when held one by one
 
 
 def load(
@@ -157,6 +158,7 @@ def load(
     near: int,
     bindings: dict[str, int],
     caller: RemoteCaller | None = None,
+    tid: int | None = None,
 ) -> LoadedPatch:
     """Map and bind the patch object; on failure unmap what was mapped and re-raise."""
     maps = read_maps(pid)
@@ -170,7 +172,8 @@ def load(
         if typ != R_X86_64_RELATIVE and name and not name.startswith("@local:")
     }
     own = caller is None
-    rc = caller or RemoteCaller(pid, mem)
+    # given a thread (per-thread mode), each remote call holds it alone and briefly
+    rc = caller or (BriefCaller(pid, mem, tid) if tid is not None else RemoteCaller(pid, mem))
     base = None
     total = po.span + RECORD_SIZE + GATE_PAGE_SIZE
     try:
@@ -258,7 +261,8 @@ def load(
         finally:
             rc.call("close", fd)
         _relocate(mem, po, base, resolved, bindings)
-        return LoadedPatch(base, po.span, base + po.span, po.path)
+        holds = rc.holds if isinstance(rc, BriefCaller) else []
+        return LoadedPatch(base, po.span, base + po.span, po.path, holds)
     except BaseException:
         if base is not None:
             # best effort: the mapping is unused either way

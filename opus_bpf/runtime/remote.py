@@ -266,3 +266,39 @@ def _thread_features(tid: int) -> str:
     except OSError:
         pass
     return ""
+
+
+_STRING = 0x7FFF_0BAD_0000_0000  # stands for "the string given to write_string" in call()
+
+
+class BriefCaller:
+    """RemoteCaller's interface with one hold per system call: between two calls the thread
+    runs on, so the longest hold is one call's, not a whole load's (per-thread mode)."""
+
+    def __init__(self, pid: int, mem: ProcessMemory, tid: int | None = None) -> None:
+        self.pid, self.mem, self.tid = pid, mem, tid
+        self.holds: list[float] = []
+        self._string: str | None = None
+
+    def write_string(self, s: str) -> int:
+        self._string = s
+        return _STRING
+
+    def call(self, name: str, *args: int) -> int:
+        rc = RemoteCaller(self.pid, self.mem, self.tid)
+        try:
+            if _STRING in args and self._string is not None:
+                addr = rc.write_string(self._string)
+                args = tuple(addr if a == _STRING else a for a in args)
+            return rc.call(name, *args)
+        finally:
+            rc.close()
+            self.holds.append(time.monotonic() - rc.thread.since)
+
+    def check(self, name: str, res: int) -> int:
+        if res < 0:
+            raise InjectionError(f"remote {name} failed in process {self.pid}: {os.strerror(-res)}")
+        return res
+
+    def close(self) -> None:
+        """Nothing is held between calls."""
