@@ -59,6 +59,7 @@ class PerThreadUnsupported(OpusError):
 
 
 MAX_STEPS = 16
+STOP_TIMEOUT = 5.0  # seconds a thread may take to reach its interrupt stop
 LOOK_BACKOFF = (0.001, 0.1)  # a busy thread is looked at again after this, doubling, at most
 
 
@@ -199,7 +200,17 @@ class Held:
         # the hold starts when the thread stops: a runnable thread waits for a CPU before it
         # can stop, and that wait is the scheduler's, not ours (the tracer runs SCHED_FIFO, so
         # it learns of the stop at once)
-        if T.wait_stop(self.st):
+        try:
+            with T._Watchdog(STOP_TIMEOUT):
+                stopped = T.wait_stop(self.st)
+        except T.StopTimeout:
+            # in uninterruptible sleep: it runs no user code; when opus-bpf exits the kernel
+            # detaches it and drops the interrupt with the link
+            raise OpusError(
+                f"thread {tid} of process {pid} did not stop within {STOP_TIMEOUT:g}s "
+                "(uninterruptible sleep?); see `opus-bpf status` and retry"
+            ) from None
+        if stopped:
             self.since = time.monotonic()
             self.regs = T.get_regs(tid)
             failpoint("perthread:held")
