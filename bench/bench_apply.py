@@ -68,19 +68,22 @@ def make_bundle(target_bin: Path, out: Path) -> Path:
     return out
 
 
+TIMEOUT = 30.0  # --timeout of every apply and revert (seconds)
+
+
 def _cycle(bundle: Path, t: Target, base: str, apply_mode: str, cycles: int) -> dict:
     """Apply + revert `cycles` times in one mode; the figures of each run."""
     runs: list = []
     failures = 0
     for _ in range(cycles):
         try:
-            r = apply_bundle(str(bundle), t.pid, timeout=30, mode=apply_mode)
+            r = apply_bundle(str(bundle), t.pid, timeout=TIMEOUT, mode=apply_mode)
         except Exception as exc:  # noqa: BLE001 - a timeout is a figure too
             failures += 1
             print(f"  apply failed: {getattr(exc, 'message', exc)}", file=sys.stderr)
             continue
         assert t.probe(1) != base, "patched work() is not live"
-        rv = revert_bundle(str(bundle), t.pid, timeout=30, mode=apply_mode)
+        rv = revert_bundle(str(bundle), t.pid, timeout=TIMEOUT, mode=apply_mode)
         assert t.probe(1) == base
         runs += [r, rv]
     return {"runs": runs, "failures": failures}
@@ -242,10 +245,13 @@ def main() -> int:
     ap.add_argument("--modes", nargs="+", default=["spin", "paced"])
     ap.add_argument("--cycles", type=int, default=10, help="apply+revert cycles per shape")
     ap.add_argument("--floor-rounds", type=int, default=100)
+    ap.add_argument("--timeout", type=float, default=30.0, help="apply/revert --timeout")
     ap.add_argument(
         "--apply-modes", nargs="+", default=["consistent", "per-thread"], help="opus-bpf --mode"
     )
     args = ap.parse_args()
+    global TIMEOUT
+    TIMEOUT = args.timeout
     bins = build()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_bundle(bins["target"], Path(tmp) / "work.opus")
