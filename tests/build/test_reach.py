@@ -1,8 +1,10 @@
 """A changed function whose old code also lives outside its own symbol: inlined into other
-functions (DWARF DW_TAG_inlined_subroutine, no symbol of its own) or only present as a
-.constprop clone that callers call directly. The build replaces the functions holding that
+functions (DWARF DW_TAG_inlined_subroutine, no symbol of its own), only present as a
+.constprop clone that callers call directly, or split by partial inlining (head inlined,
+rest in .part.0). The build replaces the functions holding that
 code (and copies the changed function into the patch), or refuses naming them (main); the
-bundles are then applied to a live process and the new behaviour is observed."""
+bundles are then applied one after the other to a live process, which must print what the
+program built from the fixed source prints, and reverted."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ SRC = DATA / "inlined"
 FLAGS = ["-O2", "-g", "-fno-ipa-ra"]  # -fno-ipa-ra: the clone's callers change registers
 CHECK_FIX = [("    if (len > limit)", "    if (len >= limit)")]
 SCALE_FIX = [("r += factor * i + (x >> i);", "r += factor * i + (x >> (i + 1));")]
+LOOKUP_FIX = [("h = h * 31 + s[i];", "h = h * 33 + s[i];")]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,27 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     group = syms.locals_by_file.get("srv.c", {})
     # what gcc 12 -O2 does with this file; the test is about exactly this shape
     assert "check" not in group and "scale" not in group and "banner" not in group
-    assert "scale.constprop.0" in group
+    assert "scale.constprop.0" in group and "lookup.part.0" in group
     return out
+
+
+def _line(tmp: Path, *fixes: list[tuple[str, str]]) -> str:
+    """What the program prints when built from the source with *fixes* applied."""
+    text = (SRC / "srv.c").read_text()
+    for fix in fixes:
+        for old, new in fix:
+            text = text.replace(old, new, 1)
+    d = tmp / f"v{len(list(tmp.iterdir()))}"
+    d.mkdir()
+    (d / "srv.c").write_text(text)
+    subprocess.run(["gcc", *FLAGS, "-o", str(d / "srv"), "srv.c"], cwd=d, check=True)
+    p = subprocess.Popen([str(d / "srv"), "64"], stdout=subprocess.PIPE, text=True)
+    try:
+        p.stdout.readline()  # type: ignore[union-attr]
+        return p.stdout.readline().strip()  # type: ignore[union-attr]
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_inlined_copies_replace_their_holders(binary, make_diff, tmp_path: Path) -> None:
@@ -53,6 +75,14 @@ def test_clone_callers_are_replaced(binary, make_diff, tmp_path: Path) -> None:
     assert res.functions_replaced == ["use_scale", "use_scale2"]
     assert res.functions_added == ["scale"]
     assert any("holds scale (calls scale.constprop.0)" in w for w in res.warnings)
+
+
+def test_partial_inlining_holders_are_replaced(binary, make_diff, tmp_path: Path) -> None:
+    # lookup's early return is inlined into find_a/find_b, the rest is lookup.part.0
+    res = build_bundle(SRC, make_diff(LOOKUP_FIX, rel="srv.c", src=SRC), binary,
+                       tmp_path / "lookup.opus", cflags=FLAGS)
+    assert res.functions_replaced == ["find_a", "find_b"]
+    assert res.functions_added == ["lookup"]
 
 
 def test_inlined_into_main_is_refused(binary, make_diff, tmp_path: Path) -> None:
@@ -85,22 +115,29 @@ def _next(proc: subprocess.Popen, want: str) -> str:
 def test_live_apply_and_revert(binary, make_diff, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (ptrace + BPF)")
-    check = tmp_path / "check.opus"
-    scale = tmp_path / "scale.opus"
-    build_bundle(SRC, make_diff(CHECK_FIX, rel="srv.c", src=SRC), binary, check, cflags=FLAGS)
-    build_bundle(SRC, make_diff(SCALE_FIX, rel="srv.c", src=SRC), binary, scale, cflags=FLAGS)
+    fixes = {"check": CHECK_FIX, "scale": SCALE_FIX, "lookup": LOOKUP_FIX}
+    bundles = {}
+    for name, fix in fixes.items():
+        bundles[name] = tmp_path / f"{name}.opus"
+        build_bundle(SRC, make_diff(fix, rel="srv.c", src=SRC), binary, bundles[name],
+                     cflags=FLAGS)
+    builds = tmp_path / "builds"
+    builds.mkdir()
+    # expected output: the same program built from the fixed sources
+    want = [_line(builds), _line(builds, CHECK_FIX), _line(builds, CHECK_FIX, SCALE_FIX),
+            _line(builds, CHECK_FIX, SCALE_FIX, LOOKUP_FIX)]
+    assert len(set(want)) == 4  # every fix changes what the program prints
     proc = subprocess.Popen([str(binary), "64"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "inlined n=64"  # type: ignore[union-attr]
-        assert _next(proc, "129 -2 65 123") == "129 -2 65 123"
-        a = _opus("apply", str(check), "--pid", str(proc.pid))
-        assert [f["name"] for f in a["functions"]] == ["handle_a", "handle_b"]
-        assert _next(proc, "0 -2 65 123") == "0 -2 65 123"  # check(64) refused, both callers
-        _opus("apply", str(scale), "--pid", str(proc.pid))
-        assert _next(proc, "0 -2 33 65") == "0 -2 33 65"  # the clone's callers: new scale
-        _opus("revert", str(scale), "--pid", str(proc.pid))
-        _opus("revert", str(check), "--pid", str(proc.pid))
-        assert _next(proc, "129 -2 65 123") == "129 -2 65 123"
+        assert _next(proc, want[0]) == want[0]
+        for i, name in enumerate(fixes, start=1):
+            a = _opus("apply", str(bundles[name]), "--pid", str(proc.pid))
+            assert a["functions"], a
+            assert _next(proc, want[i]) == want[i], f"after applying {name}"
+        for name in reversed(list(fixes)):
+            _opus("revert", str(bundles[name]), "--pid", str(proc.pid))
+        assert _next(proc, want[0]) == want[0]
     finally:
         proc.kill()
         proc.wait()
