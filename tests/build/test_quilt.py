@@ -140,3 +140,20 @@ def test_pure_addition_already_applied(tmp_path: Path) -> None:
     assert steps == [] and (tmp_path / "out" / "f.c").read_text() == added
     _, steps = prepare_before(up, patches / "series", "fix.patch", tmp_path / "out2")
     assert steps == ["applied add.patch"] and (tmp_path / "out2" / "f.c").read_text() == added
+
+
+def test_pick_moves_compile_commands_to_the_before_tree(series, tmp_path: Path,
+                                                        capsys) -> None:
+    """compile_commands.json of --src (here the fully patched tree) is moved to the "before"
+    copy: the old TU compared is the one before the fix, not --src's fixed one."""
+    full = series["full"]
+    cc = tmp_path / "compile_commands.json"
+    cc.write_text(json.dumps([{"directory": str(full), "file": str(full / "server.c"),
+                               "arguments": ["gcc", "-O2", "-g", "-c", str(full / "server.c"),
+                                             "-o", "server.o"]}]))
+    rc = main(["build", "--src", str(full), "--patch", str(series["series"]),
+               "--pick", "02-fix.patch", "--binary", str(series["binary"]),
+               "--compile-commands", str(cc), "--accept-review", "-o",
+               str(tmp_path / "fix.opus"), "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["functions_replaced"] == ["handle"]
