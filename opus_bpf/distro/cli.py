@@ -114,7 +114,8 @@ def cmd_pending(args: argparse.Namespace) -> int:
             if a.get("ok"):
                 r = a["result"]
                 print(f"applied {a['patch']} to process {a['pid']} ({a['file']}): waited "
-                      f"{r['wait_seconds'] * 1e6:.0f} µs, paused {r['pause_seconds'] * 1e6:.0f} µs")
+                      f"{r['wait_seconds'] * 1e6:.0f} µs, paused {r['pause_seconds'] * 1e6:.0f} µs"
+                      f"; revert: opus-bpf revert {a['bundle']} --pid {a['pid']}")
             else:
                 print(f"not applied {a['patch']} ({a.get('file', '')}"
                       f"{', process ' + str(a['pid']) if a.get('pid') else ''}): {a['error']}")
@@ -135,7 +136,7 @@ def _apply_live(updates, args: argparse.Namespace, say) -> list[dict]:
                 continue
             for path, pids in sorted(u.files.items()):
                 bundle = version_dir(u.source, u.installed) / "bundles" / \
-                    f"{Path(path).name}-{p.name}.opus"
+                    f"{Path(p.name).stem}-{Path(path).name}.opus"
                 bundle.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     build_installed(path, bundle, debian_patch_name=p.name,
