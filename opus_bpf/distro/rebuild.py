@@ -285,9 +285,13 @@ def install_debug_file(cmp: Comparison, rebuilt_debug: Path, cache_dir: Path,
             raise RebuildMismatch(f"objcopy could not give the debug file the installed "
                                   f"build-id: {p.stderr.strip()[:200]}")
         adopted = True
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".opus-tmp")
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, 0o644)
-    tmp.rename(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+        tmp.rename(dest)
+    except OSError as e:
+        raise RebuildFailed(f"cannot install the debug file as {dest}: {e.strerror}; run as "
+                            "root (it goes where the package's -dbgsym would put it)") from e
     return dest, adopted
