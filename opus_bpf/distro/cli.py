@@ -39,7 +39,8 @@ def add_installed_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--from-version",
         metavar="VER",
-        help="source version to take --debian-patch from (default: the newest apt can fetch)",
+        help="source version to take --debian-patch from (default: the candidate apt would "
+        "install, else the newest source apt can fetch)",
     )
 
 

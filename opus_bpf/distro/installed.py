@@ -105,10 +105,24 @@ def prepare(path: str | os.PathLike[str], progress: Progress = _quiet) -> Target
     return Target(known, pkg, rb, cmp, str(dest), adopted, time.monotonic() - t0)
 
 
+def candidate_source_version(package: str, installed_version: str) -> str | None:
+    """Source version of the candidate apt would install for *package*, if newer."""
+    from .pending import candidate_source
+
+    pol = dpkg.policy(package)
+    if pol.candidate and compare_versions(pol.candidate, installed_version) > 0:
+        return candidate_source(package, pol.candidate)[1]
+    return None
+
+
 def debian_patch(source: str, name: str, from_version: str | None,
-                 progress: Progress = _quiet) -> tuple[Path, str]:
+                 progress: Progress = _quiet, package: dpkg.Installed | None = None
+                 ) -> tuple[Path, str]:
     """The file of patch *name* in debian/patches of *source* at *from_version* (default: the
-    newest version apt can download), and that version."""
+    source of the candidate apt would install for *package*, else the newest source version
+    apt can download), and that version."""
+    if from_version is None and package is not None:
+        from_version = candidate_source_version(package.package, package.version)
     if from_version is None:
         versions = dpkg.source_policy(source).versions
         if not versions:
@@ -150,7 +164,7 @@ def build_installed(path: str | os.PathLike[str], output: str | os.PathLike[str]
     patch_from = None
     if debian_patch_name is not None:
         pfile, patch_from = debian_patch(target.package.source, debian_patch_name, from_version,
-                                         progress)
+                                         progress, package=target.package)
     elif patch is not None:
         pfile = Path(patch)
     else:
