@@ -37,6 +37,7 @@ VERDICT_MEANING = {
     "no-code": "no compiled code changed",
     "does-not-apply": "does not apply to the installed source",
     "error": "analysis failed",
+    "not-analysed": "changes C code (not analysed: --no-analysis)",
 }
 
 
@@ -158,6 +159,10 @@ def collect(pids: list[int], progress: Progress = _quiet) -> list[SourceUpdate]:
         if not pol.candidate or compare_versions(pol.candidate, inst.version) <= 0:
             continue
         src, cand_src_ver = candidate_source(pkg, pol.candidate)
+        if compare_versions(cand_src_ver, inst.source_version) <= 0:
+            progress(f"{pkg}: {inst.version} -> {pol.candidate} is a rebuild of the same source "
+                     f"{inst.source} {inst.source_version} (binNMU): nothing to patch")
+            continue
         key = (inst.source, inst.source_version)
         u = updates.get(key)
         if u is None:
@@ -231,9 +236,10 @@ def _verdict_cache(update: SourceUpdate, patch: Path, cc: Path | None) -> Path:
         f"{safe}-{h.hexdigest()[:12]}.json"
 
 
-def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
-    """Fill *update* with the waiting patches and their verdicts (downloads and rebuilds the
-    installed version when its compile commands are not cached)."""
+def analyse(update: SourceUpdate, progress: Progress = _quiet, verdicts: bool = True) -> None:
+    """Fill *update* with the waiting patches and (with *verdicts*) their verdicts: downloads
+    both sources, and rebuilds the installed version when its compile commands are not
+    cached."""
     from opus_bpf.analysis import analyze_tree
 
     try:
@@ -255,6 +261,12 @@ def analyse(update: SourceUpdate, progress: Progress = _quiet) -> None:
              f"{update.installed}")
     code = [c for c in changes if _touches_code(c.path)]
     cc = None
+    if not verdicts:
+        for c in changes:
+            update.patches.append(PatchVerdict(
+                c.name, c.status, "not-analysed" if c in code else "no-code", path=str(c.path),
+                cves=_cves(c.path)))
+        return
     if code:
         try:
             rb = rebuild(update.source, update.installed, progress)
@@ -314,9 +326,8 @@ def pending(pids: list[int], progress: Progress = _quiet, analyse_patches: bool 
         if not os.path.exists(f"/proc/{pid}"):
             raise DistroError(f"no process {pid}")
     updates = collect(pids, progress)
-    if analyse_patches:
-        for u in updates:
-            analyse(u, progress)
+    for u in updates:
+        analyse(u, progress, verdicts=analyse_patches)
     return updates
 
 
