@@ -105,3 +105,13 @@ def test_refuses_to_install_for_different_code(tmp_path: Path) -> None:
     _split_debug(installed)
     with pytest.raises(RebuildMismatch):
         install_debug_file(compare(installed, rebuilt), dbg, tmp_path, root=tmp_path / "r")
+
+
+def test_same_build_id_debug_file_installed_as_is(tmp_path: Path) -> None:
+    installed = _gcc(tmp_path, "installed", ID_A)
+    rebuilt = _gcc(tmp_path, "rebuilt", ID_A)
+    _split_debug(installed).unlink()
+    dbg = _split_debug(rebuilt)
+    dest, adopted = install_debug_file(compare(installed, rebuilt), dbg, tmp_path,
+                                       root=tmp_path / "root")
+    assert not adopted and dest.read_bytes() == dbg.read_bytes()
