@@ -83,7 +83,15 @@ def _cycle(bundle: Path, t: Target, base: str, apply_mode: str, cycles: int) -> 
             print(f"  apply failed: {getattr(exc, 'message', exc)}", file=sys.stderr)
             continue
         assert t.probe(1) != base, "patched work() is not live"
-        rv = revert_bundle(str(bundle), t.pid, timeout=TIMEOUT, mode=apply_mode)
+        for _ in range(5):  # a revert that times out leaves the patch on: try again
+            try:
+                rv = revert_bundle(str(bundle), t.pid, timeout=TIMEOUT, mode=apply_mode)
+                break
+            except Exception as exc:  # noqa: BLE001 - a figure too
+                failures += 1
+                print(f"  revert failed: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        else:
+            raise SystemExit("the patch could not be reverted; stopping the bench")
         assert t.probe(1) == base
         runs += [r, rv]
     return {"runs": runs, "failures": failures}

@@ -59,7 +59,7 @@ class PerThreadUnsupported(OpusError):
 
 
 MAX_STEPS = 16
-STOP_TIMEOUT = 5.0  # seconds a thread may take to reach its interrupt stop
+STOP_TIMEOUT = 10.0  # seconds a thread may take to reach its interrupt stop
 LOOK_BACKOFF = (0.001, 0.1)  # a busy thread is looked at again after this, doubling, at most
 
 
@@ -187,6 +187,8 @@ class Held:
     """One thread of the process seized and stopped alone; everything else keeps running."""
 
     def __init__(self, pid: int, tid: int, stats: PerThreadStats, alone: bool = False) -> None:
+        if _LATE:
+            reap_late()
         self.pid, self.tid, self.stats, self.alone = pid, tid, stats, alone
         self.since = time.monotonic()
         self.st = T.StoppedThread(tid)
@@ -196,6 +198,7 @@ class Held:
         try:
             T.ptrace(T.PTRACE_INTERRUPT, tid)
         except T.PtraceFailed:
+            _LATE.add(tid)  # exiting; if not, detached when its stop shows up
             return
         # the hold starts when the thread stops: a runnable thread waits for a CPU before it
         # can stop, and that wait is the scheduler's, not ours (the tracer runs SCHED_FIFO, so
@@ -204,8 +207,10 @@ class Held:
             with T._Watchdog(STOP_TIMEOUT):
                 stopped = T.wait_stop(self.st)
         except T.StopTimeout:
-            # in uninterruptible sleep: it runs no user code; when opus-bpf exits the kernel
-            # detaches it and drops the interrupt with the link
+            # in uninterruptible sleep: it runs no user code. It stays seized with its interrupt
+            # pending: reap_late() detaches it once it stops (a CLI run simply exits, and the
+            # kernel detaches it then; a long-lived agent must not leave it behind)
+            _LATE.add(tid)
             raise OpusError(
                 f"thread {tid} of process {pid} did not stop within {STOP_TIMEOUT:g}s "
                 "(uninterruptible sleep?); see `opus-bpf status` and retry"
@@ -250,6 +255,31 @@ class Held:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_LATE: set[int] = set()  # threads seized whose interrupt stop never came in time
+
+
+def reap_late(wait_seconds: float = 0.0) -> None:
+    """Detach every late thread that has stopped (or forget it if it exited), waiting up to
+    `wait_seconds` for the others."""
+    deadline = time.monotonic() + wait_seconds
+    while _LATE:
+        for tid in list(_LATE):
+            try:
+                got, status = os.waitpid(tid, T.WALL | os.WNOHANG)
+            except ChildProcessError:
+                _LATE.discard(tid)
+                continue
+            if got == 0:
+                continue
+            _LATE.discard(tid)
+            if os.WIFSTOPPED(status):
+                sig = os.WSTOPSIG(status) if (status >> 16) == 0 else 0
+                T.detach(tid, sig)
+        if not _LATE or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def _sigmask(tid: int, field_name: str) -> int:
@@ -457,6 +487,7 @@ def activate(
             stats.busy_threads = len(busy)
             left = retire(pid, mem, busy, old_code, probes, t0 + timeout, stats)
     finally:
+        reap_late(STOP_TIMEOUT)
         if probes is not None:
             probes.detach()
             stats.probe_detach_seconds = probes.detach_seconds
@@ -467,9 +498,14 @@ def activate(
     # a call that traps while we switch back goes where the entry sends it now
     back = [s.inverse(s.trap_dest) for s in switches]
     undo = PerThreadStats()
-    with realtime():
-        busy = switch_entries(pid, mem, back, area, new_code, undo)
-        still = retire(pid, mem, busy, new_code, None, time.monotonic() + max(timeout, 5.0), undo)
+    try:
+        with realtime():
+            busy = switch_entries(pid, mem, back, area, new_code, undo)
+            still = retire(
+                pid, mem, busy, new_code, None, time.monotonic() + max(timeout, 5.0), undo
+            )
+    finally:
+        reap_late(STOP_TIMEOUT)
     err = QuiescenceTimeout(
         f"timed out after {timeout:g}s: thread {tid} was still "
         f"{'executing' if hit.where == 'pc' else 'returning into'} {hit.label}; "
