@@ -72,6 +72,8 @@ def cmd_build_installed(args: argparse.Namespace) -> int:
     if (args.patch is None) == (args.debian_patch is None):
         raise OpusError("--installed needs the fix: exactly one of --patch FILE or "
                         "--debian-patch NAME")
+    if getattr(args, "pick", None) is not None:
+        raise OpusError("--installed takes one fix: use --debian-patch NAME instead of --pick")
     if args.cflags is not None or args.compile_commands is not None or args.build is not None:
         raise OpusError("--installed takes the compile commands from the package's rebuild; "
                         "drop --cflags/--compile-commands/--build")
