@@ -125,6 +125,16 @@ def _summary(apply_mode: str, got: dict) -> dict:
         holds = [h * 1e6 for r in runs for h in r.holds]
         out["longest_hold_us"] = {"median": med(longest), "p99": pct(longest, 0.99)}
         out["hold_us"] = {"median": med(holds), "p99": pct(holds, 0.99), "n": len(holds)}
+        # looks and single-steps of one thread vs remote system calls (handler, load): a
+        # remote call waits for the held thread to get a CPU and run the call
+        looks = [h * 1e6 for r in runs for h in r.holds if h not in r.remote_holds]
+        remote = [h * 1e6 for r in runs for h in r.remote_holds]
+        out["look_hold_us"] = {"p99": pct(looks, 0.99), "max": max(looks)} if looks else None
+        out["remote_hold_us"] = (
+            {"median": med(remote), "p99": pct(remote, 0.99), "max": max(remote)}
+            if remote
+            else None
+        )
         out["redirect_us"] = {"median": med(r.redirect_seconds * 1e6 for r in runs)}
         out["retire_ms"] = {
             "median": med(r.retire_seconds * 1e3 for r in runs),
@@ -207,9 +217,10 @@ def per_call(bins: dict[str, Path], bundle: Path, batches: int = 8) -> dict:
 def table(rows: list[dict], pc: dict) -> str:
     out = [
         "| shape | threads | apply mode | floor stop-all p50/p99 | floor (FIFO) p50/p99 | "
-        "whole-process pause p50/p99 | longest hold of one thread p50/p99 | all holds p99 | "
+        "whole-process pause p50/p99 | longest hold of one thread p50/p99 | "
+        "look holds p99/max | remote-call holds p50/max | "
         "redirect | retire / wait p50 | looks | apply p50 | cli apply |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         f, ff = r["floor_pause_us"], r["floor_fifo_pause_us"]
@@ -220,9 +231,9 @@ def table(rows: list[dict], pc: dict) -> str:
         )
         p = r.get("pause_us")
         if not p:
-            out.append(head + "failed (timed out, untouched) | - | - | - | - | - | - | - |")
+            out.append(head + "failed (timed out, untouched) | - | - | - | - | - | - | - | - |")
             continue
-        lh, h = r.get("longest_hold_us"), r.get("hold_us")
+        lh, lk, rm = r.get("longest_hold_us"), r.get("look_hold_us"), r.get("remote_hold_us")
         wait = (
             f"{r['retire_ms']['median']:.1f} ms"
             if "retire_ms" in r
@@ -232,7 +243,8 @@ def table(rows: list[dict], pc: dict) -> str:
             head
             + f"{fmt_us(p['median'])} / {fmt_us(p['p99'])} | "
             + (f"{fmt_us(lh['median'])} / {fmt_us(lh['p99'])} | " if lh else "= pause | ")
-            + (f"{fmt_us(h['p99'])} | " if h else "- | ")
+            + (f"{fmt_us(lk['p99'])} / {fmt_us(lk['max'])} | " if lk else "- | ")
+            + (f"{fmt_us(rm['median'])} / {fmt_us(rm['max'])} | " if rm else "- | ")
             + (f"{fmt_us(r['redirect_us']['median'])} | " if "redirect_us" in r else "in pause | ")
             + f"{wait} | {r['looks_per_apply']['median']:g} | {r['apply_ms']['median']:.0f} ms | "
             + (f"{r['cli_apply_ms']:.0f} ms |" if r["cli_apply_ms"] else "- |")

@@ -486,12 +486,12 @@ def activate(
             busy = switch_entries(pid, mem, switches, area, old_code, stats)
             stats.busy_threads = len(busy)
             left = retire(pid, mem, busy, old_code, probes, t0 + timeout, stats)
+            stats.retire_seconds = time.monotonic() - t0 - stats.switch_seconds
     finally:
         reap_late(STOP_TIMEOUT)
         if probes is not None:
             probes.detach()
             stats.probe_detach_seconds = probes.detach_seconds
-    stats.retire_seconds = time.monotonic() - t0 - stats.switch_seconds
     if not left:
         return stats
     tid, hit = next(iter(left.items()))
