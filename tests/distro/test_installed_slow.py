@@ -12,6 +12,8 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
+    # a cold run rebuilds the package and analyses every waiting patch: many minutes
+    pytest.mark.timeout(3600),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (apt, ptrace, BPF)"),
     pytest.mark.skipif(shutil.which("dpkg-buildpackage") is None, reason="needs dpkg-dev"),
 ]
