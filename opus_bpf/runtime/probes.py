@@ -67,39 +67,59 @@ def _quiet_stderr() -> Iterator[list[str]]:
             captured.extend(tmp.read().decode(errors="replace").splitlines())
 
 
-class ActivationProbes:
-    """Attach on construction; `live()` is the number of activations the probes know of."""
+_COMPILED: dict[str, object] = {}  # BPF source name -> loaded BCC module, one per opus-bpf run
 
-    def __init__(self, pid: int, sites: list[ProbeSite]) -> None:
+
+def compiled(name: str) -> object:
+    """The BCC module of a BPF source, compiled once per opus-bpf process: an apply to several
+    processes (--exe/--lib, the agent) would otherwise pay the compile (0.3 s idle, seconds on
+    a loaded host) once per process. Probes are attached and detached one by one on it."""
+    bpf = _COMPILED.get(name)
+    if bpf is None:
         try:
             from bcc import BPF
         except ImportError as exc:  # pragma: no cover - depends on the machine
             raise PermissionProblem(
                 "the bcc Python module is missing: run scripts/dev.sh setup (Debian python3-bpfcc)"
             ) from exc
-        self.detach_seconds = 0.0
-        self.bpf = None
-        t0 = time.monotonic()
         try:
             with _quiet_stderr():
-                self.bpf = BPF(src_file=str(bpf_source("activations.c")))
+                bpf = BPF(src_file=str(bpf_source(name)))
         except Exception as exc:
             if os.geteuid() != 0:
                 raise PermissionProblem(
                     "loading BPF needs root (CAP_BPF); run opus-bpf with sudo"
                 ) from exc
             raise
-        self.compile_seconds = time.monotonic() - t0
+        _COMPILED[name] = bpf
+    return bpf
+
+
+class _Probes:
+    """Probes of one BPF source in one process: attached on construction, removed by detach()
+    (the compiled program stays for the next process)."""
+
+    source = ""
+    tables: tuple[str, ...] = ()
+
+    def __init__(self, pid: int, sites: list[tuple[str, int, str, bool]]) -> None:
+        self.pid = pid
+        self.detach_seconds = 0.0
+        self.attached: list[tuple[str, int, bool]] = []
         t0 = time.monotonic()
-        self.attached = False
+        self.bpf = compiled(self.source)
+        self.compile_seconds = time.monotonic() - t0
+        for t in self.tables:
+            self.bpf[t].clear()  # counts left by the previous process
+        t0 = time.monotonic()
         try:
             with _quiet_stderr():
-                for s in sites:
-                    self.bpf.attach_uretprobe(
-                        name=s.path, addr=s.vaddr, fn_name="on_return", pid=pid
-                    )
-                    self.bpf.attach_uprobe(name=s.path, addr=s.vaddr, fn_name="on_entry", pid=pid)
-            self.attached = True
+                for path, vaddr, fn, ret in sites:
+                    if ret:
+                        self.bpf.attach_uretprobe(name=path, addr=vaddr, fn_name=fn, pid=pid)
+                    else:
+                        self.bpf.attach_uprobe(name=path, addr=vaddr, fn_name=fn, pid=pid)
+                    self.attached.append((path, vaddr, ret))
         except BaseException as exc:
             self.detach()
             if not os.path.exists(f"/proc/{pid}"):
@@ -110,6 +130,39 @@ class ActivationProbes:
                 raise OpusError(f"cannot attach BPF probes to process {pid}: {exc}") from exc
             raise
         self.attach_seconds = time.monotonic() - t0
+        self.setup_seconds = self.compile_seconds + self.attach_seconds
+
+    def detach(self) -> None:
+        """Remove this process's probes. The kernel only restores an entry byte that still
+        holds its own breakpoint, so a jump written over a probed entry survives this."""
+        t0 = time.monotonic()
+        with _quiet_stderr():
+            while self.attached:
+                path, vaddr, ret = self.attached.pop()
+                with contextlib.suppress(Exception):  # the process may be gone
+                    if ret:
+                        self.bpf.detach_uretprobe(name=path, addr=vaddr, pid=self.pid)
+                    else:
+                        self.bpf.detach_uprobe(name=path, addr=vaddr, pid=self.pid)
+        self.detach_seconds += time.monotonic() - t0
+
+
+class ActivationProbes(_Probes):
+    """Uprobe + uretprobe per function entry (bpf_progs/activations.c); `live()` is the number
+    of activations the probes know of."""
+
+    source = "activations.c"
+    tables = ("depth", "totals")
+
+    def __init__(self, pid: int, sites: list[ProbeSite]) -> None:
+        super().__init__(
+            pid,
+            [
+                (s.path, s.vaddr, f, r)
+                for s in sites
+                for f, r in (("on_return", True), ("on_entry", False))
+            ],
+        )
         self._totals = self.bpf["totals"]
 
     def _get(self, i: int) -> int:
@@ -122,49 +175,18 @@ class ActivationProbes:
         """Probe hits so far (entries + returns): each one cost the target a trap."""
         return self._get(1) + self._get(2)
 
-    def detach(self) -> None:
-        """Remove every probe. The kernel only restores an entry byte that still holds its own
-        breakpoint, so a jump written over a probed entry survives this."""
-        t0 = time.monotonic()
-        bpf = getattr(self, "bpf", None)
-        if bpf is not None:
-            bpf.cleanup()
-            self.bpf = None
-        self.detach_seconds += time.monotonic() - t0
 
-
-class ExitProbes:
+class ExitProbes(_Probes):
     """Uprobes on the instructions that leave the old functions (bpf_progs/exits.c): for the
     per-thread apply, a thread's count changing is when to look at it again."""
 
-    def __init__(self, pid: int, sites: list[ProbeSite]) -> None:
-        from bcc import BPF
+    source = "exits.c"
+    tables = ("exits",)
 
-        self.bpf = None
-        self.detach_seconds = 0.0
-        t0 = time.monotonic()
-        try:
-            with _quiet_stderr():
-                self.bpf = BPF(src_file=str(bpf_source("exits.c")))
-                for s in sites:
-                    self.bpf.attach_uprobe(name=s.path, addr=s.vaddr, fn_name="on_exit", pid=pid)
-        except BaseException as exc:
-            self.detach()
-            if not os.path.exists(f"/proc/{pid}"):
-                raise ProcessExited(f"process {pid} exited while probes were attached") from exc
-            if isinstance(exc, Exception) and not isinstance(exc, OpusError):
-                raise OpusError(f"cannot attach BPF probes to process {pid}: {exc}") from exc
-            raise
-        self.setup_seconds = time.monotonic() - t0
+    def __init__(self, pid: int, sites: list[ProbeSite]) -> None:
+        super().__init__(pid, [(s.path, s.vaddr, "on_exit", False) for s in sites])
         self._exits = self.bpf["exits"]
 
     def count(self, tid: int) -> int:
         v = self._exits.get(ctypes.c_uint32(tid))
         return int(v.value) if v is not None else 0
-
-    def detach(self) -> None:
-        t0 = time.monotonic()
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
-        self.detach_seconds += time.monotonic() - t0
