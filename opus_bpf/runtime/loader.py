@@ -35,6 +35,7 @@ MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 0x02, 0x10, 0x20, 0
 O_RDONLY, O_CLOEXEC, AT_FDCWD = 0, 0o2000000, -100
 RECORD_MAGIC = b"OPUSREC1"
 RECORD_SIZE = PAGE
+RECORD_SCRATCH = 64  # the record page's last bytes: buffers for system calls made without a hold
 GATE_PAGE_SIZE = PAGE  # activation gates (runtime/gate.py), right after the record page
 
 R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE = 1, 6, 7, 8
@@ -298,7 +299,7 @@ def _relocate(
 
 def write_record(mem: ProcessMemory, record_addr: int, record: dict) -> None:
     data = json.dumps(record, separators=(",", ":")).encode()
-    if len(data) + 12 > RECORD_SIZE:
+    if len(data) + 12 > RECORD_SIZE - RECORD_SCRATCH:
         raise InjectionError("patch record too large")
     mem.write(record_addr, RECORD_MAGIC + struct.pack("<I", len(data)) + data)
 

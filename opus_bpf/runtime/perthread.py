@@ -33,8 +33,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from opus_bpf.errors import OpusError, ProcessExited, QuiescenceTimeout
+from opus_bpf.errors import InjectionError, OpusError, ProcessExited, QuiescenceTimeout
 from opus_bpf.runtime import gate as G
+from opus_bpf.runtime import loader as L
 from opus_bpf.runtime import threads as T
 from opus_bpf.runtime import traphandler as TH
 from opus_bpf.runtime.failpoints import failpoint
@@ -343,12 +344,24 @@ def switch_entries(
     t_start = time.monotonic()
     todo = [s for s in switches if s.before != s.after]
     TH.write_area(mem, area, {s.entry: s.trap_dest for s in switches})
-    default = _sigtrap_default(pid)
-    rc = _remote(pid, mem)
-    try:
-        TH.install(rc, area, default)
-    finally:
-        _close(rc, stats)
+    # buffers for the launched rt_sigaction calls: the end of the patch record page, just
+    # before the gate page that holds the handler
+    scratch = area - TH.TRAP_OFFSET - L.RECORD_SCRATCH
+    if _sigtrap_default(pid):
+        fresh, holds = TH.install_launched(pid, mem, quiet_thread(pid), area, scratch)
+        stats.holds += holds
+        stats.remote_holds += holds
+        if fresh is None:
+            raise InjectionError(
+                f"process {pid} did not run the system call that installs the trap handler "
+                "within 10 s; nothing was switched"
+            )
+    else:
+        rc = _remote(pid, mem)
+        try:
+            TH.install(rc, area, False)
+        finally:
+            _close(rc, stats)
     check_signal_masks(pid)
     failpoint("perthread:installed")
     checker = _Checker(pid, mem, watched)
@@ -402,11 +415,9 @@ def switch_entries(
             time.sleep(0.0002)
     failpoint("perthread:settled")
     if not trapped:
-        rc = _remote(pid, mem)
-        try:
-            TH.uninstall(rc, area)
-        finally:
-            _close(rc, stats)
+        _done, holds = TH.uninstall_launched(pid, mem, quiet_thread(pid), area, scratch)
+        stats.holds += holds
+        stats.remote_holds += holds
     return busy
 
 

@@ -220,6 +220,22 @@ class RemoteCaller:
             )
         return _signed(out.rax)
 
+    def launch(self, name: str, *args: int) -> None:
+        """Point the held thread at one system call and let it go: it makes the call when it
+        next gets a CPU, restores itself and carries on. Only the stop is a hold; the result
+        must be observable in memory (the caller waits for it there)."""
+        h = self.thread
+        inj = T.copy_regs(h.regs)
+        inj.rip = h.stub
+        inj.rsp = h.block
+        inj.rax = SYS[name]
+        inj.orig_rax = NO_SYSCALL
+        for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(inj, reg, val & 0xFFFFFFFFFFFFFFFF)
+        T.set_regs(h.tid, inj)
+        h.primed = True
+        self.close()
+
     def _until_syscall_stop(self) -> None:
         h = self.thread
         T.ptrace(T.PTRACE_SYSCALL, h.tid, 0, 0)

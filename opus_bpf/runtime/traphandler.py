@@ -27,6 +27,7 @@ through /proc/PID/mem):
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 
 from opus_bpf.errors import InjectionError
@@ -172,6 +173,78 @@ def uninstall(rc: RemoteCaller, area: int) -> bool:
         _exchange(rc, was)  # the program installed its own meanwhile: keep it
         return False
     return True
+
+
+SENTINEL = b"\xa5" * SIGACTION.size  # no sigaction the kernel returns looks like this
+
+
+def _launched_exchange(
+    pid: int, mem: ProcessMemory, tid: int, act: int, out: int, timeout: float
+) -> tuple[KernelSigaction | None, float]:
+    """rt_sigaction(SIGTRAP, act, out) made by a thread we only stop to point it at the call:
+    it runs the call when the scheduler gives it a CPU, not while we hold it. `out` (in a page
+    of ours, not the thread's stack) shows when it is done. Returns (the replaced action or
+    None if it never showed, the hold)."""
+    mem.write(out, SENTINEL)
+    rc = RemoteCaller(pid, mem, tid)
+    rc.launch("rt_sigaction", SIGTRAP, act, out, 8)
+    hold = time.monotonic() - rc.thread.since
+    failpoint("traphandler:launched")  # the call is the thread's own now, done or not
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = mem.read(out, SIGACTION.size)
+        if got != SENTINEL:
+            return KernelSigaction.unpack(got), hold
+        time.sleep(0.0001)
+    return None, hold
+
+
+def install_launched(
+    pid: int, mem: ProcessMemory, tid: int, area: int, scratch: int, timeout: float = 10.0
+) -> tuple[bool | None, list[float]]:
+    """install(), with the thread held only to point it at the call (the action was SIG_DFL,
+    as /proc said). Returns (fresh, holds); fresh None: the call never showed its result
+    (nothing may be armed), or the guess was wrong and a held call fixed it up."""
+    guess = KernelSigaction(0, 0, 0, 0)
+    mem.write(area + OLD_ACTION_OFF, guess.pack())  # right for chaining from the first trap
+    mem.write(scratch, _ours(area, guess).pack())
+    was, hold = _launched_exchange(pid, mem, tid, scratch, scratch + SIGACTION.size, timeout)
+    if was is None:
+        return None, [hold]
+    if was == guess:
+        return True, [hold]
+    # the program changed its action meanwhile, or it was ours already: fix up while held
+    rc = RemoteCaller(pid, mem, tid)
+    try:
+        if was.handler == area:
+            stored = KernelSigaction.unpack(mem.read(area + OLD_ACTION_OFF, SIGACTION.size))
+            _exchange(rc, _ours(area, stored))
+            return False, [hold]
+        mem.write(area + OLD_ACTION_OFF, was.pack())
+        _exchange(rc, _ours(area, was))
+        return True, [hold]
+    finally:
+        rc.close()
+
+
+def uninstall_launched(
+    pid: int, mem: ProcessMemory, tid: int, area: int, scratch: int, timeout: float = 10.0
+) -> tuple[bool | None, list[float]]:
+    """uninstall(), the same way: the previous action goes back; if the program had replaced
+    ours meanwhile, its own is put back while held."""
+    was, hold = _launched_exchange(
+        pid, mem, tid, area + OLD_ACTION_OFF, scratch + SIGACTION.size, timeout
+    )
+    if was is None:
+        return None, [hold]
+    if was.handler == area:
+        return True, [hold]
+    rc = RemoteCaller(pid, mem, tid)
+    try:
+        _exchange(rc, was)
+    finally:
+        rc.close()
+    return False, [hold]
 
 
 def installed(rc: RemoteCaller, area: int) -> bool:

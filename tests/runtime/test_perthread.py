@@ -110,7 +110,7 @@ def test_per_thread_refuses_a_process_that_blocks_sigtrap(run_target, built, bun
 
 
 KILL_POINTS = [
-    "traphandler:install",  # a thread held inside a remote rt_sigaction
+    "traphandler:launched",  # a thread let go to make the rt_sigaction call on its own
     "perthread:installed",  # handler in place, no trap byte yet
     "perthread:armed",  # trap bytes at the entries, answered by the handler
     "perthread:held",  # one thread held alone (pass 1)
