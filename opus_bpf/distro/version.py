@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from opus_bpf.patchbuild.quilt import series_entries
+
 
 def _split(version: str) -> tuple[int, str, str]:
     """epoch, upstream, revision (dpkg's parseversion)."""
@@ -80,13 +82,8 @@ def strip_epoch(version: str) -> str:
 
 
 def parse_series(text: str) -> list[str]:
-    """Patch names of a quilt `series` file, in order (comments, blank lines and -pN dropped)."""
-    names = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            names.append(line.split()[0])
-    return names
+    """Patch names of a quilt `series` file, in order (the build's series reader, -pN dropped)."""
+    return [name for name, _level in series_entries(text)]
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,10 @@ class SeriesPatch:
     level: int = 1
 
 
-def read_series(series: Path) -> list[SeriesPatch]:
-    """The patches of a quilt series file, in order (comments and blank lines skipped)."""
-    try:
-        text = series.read_text(errors="replace")
-    except OSError as e:
-        raise BuildError(f"cannot read the series {series}: {e.strerror}; check the path") from e
-    out: list[SeriesPatch] = []
+def series_entries(text: str) -> list[tuple[str, int]]:
+    """(patch name, strip level) of each line of a quilt series text, in order (comments and
+    blank lines skipped, ``-pN`` read, level 1 by default)."""
+    out: list[tuple[str, int]] = []
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -47,8 +44,17 @@ def read_series(series: Path) -> list[SeriesPatch]:
         for w in words[1:]:
             if w.startswith("-p") and w[2:].isdigit():
                 level = int(w[2:])
-        out.append(SeriesPatch(words[0], series.parent / words[0], level))
+        out.append((words[0], level))
     return out
+
+
+def read_series(series: Path) -> list[SeriesPatch]:
+    """The patches of a quilt series file, in order."""
+    try:
+        text = series.read_text(errors="replace")
+    except OSError as e:
+        raise BuildError(f"cannot read the series {series}: {e.strerror}; check the path") from e
+    return [SeriesPatch(name, series.parent / name, level) for name, level in series_entries(text)]
 
 
 def looks_like_series(path: Path) -> bool:
