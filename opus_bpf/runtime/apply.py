@@ -478,10 +478,7 @@ def _apply_per_thread(
             timeout,
         )
     except BaseException as exc:
-        stats = getattr(exc, "stats", None)
-        if stats is not None:
-            result.outcome = "timeout"
-            exc.result = result.take_per_thread(stats, t_start)  # type: ignore[attr-defined]
+        stats = _attach_figures(exc, result, t_start)
         try:
             back = all(mem.read(old, len(saved)) == saved for _f, old, _n, _j, saved in writes)
         except OSError:
@@ -544,10 +541,7 @@ def _revert_per_thread(
             timeout,
         )
     except BaseException as exc:
-        stats = getattr(exc, "stats", None)
-        if stats is not None:
-            result.outcome = "timeout"
-            exc.result = result.take_per_thread(stats, t_start)  # type: ignore[attr-defined]
+        if _attach_figures(exc, result, t_start) is not None:
             record["state"] = "active"
             with contextlib.suppress(Exception):
                 L.write_record(mem, record_addr, record)
@@ -597,13 +591,20 @@ def _prepare_gates(
     return [g for g, _c in codes]
 
 
-def _attach_figures(exc: BaseException, result: ApplyResult, t_start: float) -> None:
-    """Give a failed wait's figures to whoever records metrics (exc.result)."""
+def _attach_figures(
+    exc: BaseException, result: ApplyResult, t_start: float
+) -> WaitStats | PT.PerThreadStats | None:
+    """Give a timed-out wait's figures (either mode) to whoever records metrics (exc.result);
+    returns them, None when the failure was not a timeout."""
     stats = getattr(exc, "stats", None)
     if stats is None:
-        return
+        return None
     result.outcome = "timeout"
-    exc.result = result.take(stats, t_start, succeeded=False)  # type: ignore[attr-defined]
+    if isinstance(stats, PT.PerThreadStats):
+        exc.result = result.take_per_thread(stats, t_start)  # type: ignore[attr-defined]
+    else:
+        exc.result = result.take(stats, t_start, succeeded=False)  # type: ignore[attr-defined]
+    return stats
 
 
 def _undo_load(

@@ -88,14 +88,8 @@ class PerThreadStats:
     retire_seconds: float = 0.0  # until no thread holds an activation of the watched code
     looks: int = 0
     busy_threads: int = 0
-    exit_probe_sites: int = 0
     probe_setup_seconds: float = 0.0
     probe_detach_seconds: float = 0.0
-    last_busy: Activation | None = None
-
-    @property
-    def longest_hold(self) -> float:
-        return max(self.holds, default=0.0)
 
 
 def quiet_thread(pid: int) -> int:
@@ -266,32 +260,15 @@ def reap_late(wait_seconds: float = 0.0) -> None:
     `wait_seconds` for the others."""
     deadline = time.monotonic() + wait_seconds
     while _LATE:
-        for tid in list(_LATE):
-            try:
-                got, status = os.waitpid(tid, T.WALL | os.WNOHANG)
-            except ChildProcessError:
-                _LATE.discard(tid)
-                continue
-            if got == 0:
-                continue
-            _LATE.discard(tid)
-            if os.WIFSTOPPED(status):
-                sig = os.WSTOPSIG(status) if (status >> 16) == 0 else 0
-                T.detach(tid, sig)
+        _LATE.difference_update({tid for tid in _LATE if T.detach_once_stopped(tid)})
         if not _LATE or time.monotonic() >= deadline:
             return
         time.sleep(0.01)
 
 
 def _sigmask(tid: int, field_name: str) -> int:
-    try:
-        with open(f"/proc/{tid}/status") as f:
-            for ln in f:
-                if ln.startswith(field_name + ":"):
-                    return int(ln.split()[1], 16)
-    except OSError:
-        pass
-    return 0
+    value = T.status_field(tid, field_name)
+    return int(value, 16) if value else 0
 
 
 def _sigtrap_default(pid: int) -> bool:
@@ -461,7 +438,6 @@ def retire(
                 del busy[tid]
                 continue
             busy[tid] = hit
-            stats.last_busy = hit
             wait[tid] = min(wait[tid] * 2, LOOK_BACKOFF[1])
             due[tid] = time.monotonic() + wait[tid]
         if not busy:
@@ -490,7 +466,6 @@ def activate(
     stats = PerThreadStats()
     probes = ExitProbes(pid, probe_sites) if probe_sites else None
     stats.probe_setup_seconds = probes.setup_seconds if probes else 0.0
-    stats.exit_probe_sites = len(probe_sites)
     t0 = time.monotonic()
     try:
         with realtime():

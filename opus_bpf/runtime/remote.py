@@ -199,8 +199,8 @@ class RemoteCaller:
     def scratch(self) -> int:
         return self.thread.block - SCRATCH
 
-    def call(self, name: str, *args: int) -> int:
-        """One system call in the held thread; the raw result (negative errno on failure)."""
+    def _prime(self, name: str, args: tuple[int, ...]) -> None:
+        """Point the held thread at the stub, set up to make system call `name`."""
         h = self.thread
         inj = T.copy_regs(h.regs)
         inj.rip = h.stub
@@ -211,6 +211,11 @@ class RemoteCaller:
             setattr(inj, reg, val & 0xFFFFFFFFFFFFFFFF)
         T.set_regs(h.tid, inj)
         h.primed = True
+
+    def call(self, name: str, *args: int) -> int:
+        """One system call in the held thread; the raw result (negative errno on failure)."""
+        h = self.thread
+        self._prime(name, args)
         self._until_syscall_stop()  # entry
         self._until_syscall_stop()  # exit
         out = T.get_regs(h.tid)
@@ -224,16 +229,7 @@ class RemoteCaller:
         """Point the held thread at one system call and let it go: it makes the call when it
         next gets a CPU, restores itself and carries on. Only the stop is a hold; the result
         must be observable in memory (the caller waits for it there)."""
-        h = self.thread
-        inj = T.copy_regs(h.regs)
-        inj.rip = h.stub
-        inj.rsp = h.block
-        inj.rax = SYS[name]
-        inj.orig_rax = NO_SYSCALL
-        for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
-            setattr(inj, reg, val & 0xFFFFFFFFFFFFFFFF)
-        T.set_regs(h.tid, inj)
-        h.primed = True
+        self._prime(name, args)
         self.close()
 
     def _until_syscall_stop(self) -> None:
@@ -274,14 +270,7 @@ class RemoteCaller:
 
 
 def _thread_features(tid: int) -> str:
-    try:
-        with open(f"/proc/{tid}/status") as f:
-            for ln in f:
-                if ln.startswith("x86_Thread_features:"):
-                    return ln
-    except OSError:
-        pass
-    return ""
+    return T.status_field(tid, "x86_Thread_features") or ""
 
 
 _STRING = 0x7FFF_0BAD_0000_0000  # stands for "the string given to write_string" in call()
@@ -311,10 +300,7 @@ class BriefCaller:
             rc.close()
             self.holds.append(time.monotonic() - rc.thread.since)
 
-    def check(self, name: str, res: int) -> int:
-        if res < 0:
-            raise InjectionError(f"remote {name} failed in process {self.pid}: {os.strerror(-res)}")
-        return res
+    check = RemoteCaller.check
 
     def close(self) -> None:
         """Nothing is held between calls."""

@@ -256,15 +256,37 @@ def _exiting(tid: int) -> bool:
     return state in ("Z", "X", "x")
 
 
-def _is_traced_by_us(tid: int) -> bool:
+def status_field(tid: int, name: str) -> str | None:
+    """One field of /proc/TID/status (the text after `name:`), None if the thread is gone."""
     try:
         with open(f"/proc/{tid}/status") as f:
             for ln in f:
-                if ln.startswith("TracerPid:"):
-                    return int(ln.split()[1]) == os.getpid()
-    except (FileNotFoundError, ProcessLookupError):
+                if ln.startswith(name + ":"):
+                    return ln[len(name) + 1 :].strip()
+    except OSError:
         pass
-    return False
+    return None
+
+
+def _is_traced_by_us(tid: int) -> bool:
+    tracer = status_field(tid, "TracerPid")
+    return tracer is not None and int(tracer) == os.getpid()
+
+
+def detach_once_stopped(tid: int, keep_sigtrap: bool = True) -> bool:
+    """A seized thread whose stop had not come yet: if it has stopped now, detach it, handing
+    back a signal it stopped with (SIGTRAP only if `keep_sigtrap`). True when it needs nothing
+    more from us (detached, or gone); False while it has not stopped."""
+    try:
+        got, status = os.waitpid(tid, WALL | os.WNOHANG)
+    except ChildProcessError:
+        return True
+    if got == 0:
+        return False
+    if os.WIFSTOPPED(status):
+        sig = os.WSTOPSIG(status) if (status >> 16) == 0 else 0
+        detach(tid, sig if keep_sigtrap or sig != signal.SIGTRAP else 0)
+    return True
 
 
 def resume_world(world: World) -> None:
@@ -282,18 +304,7 @@ def resume_world(world: World) -> None:
     world.resumed = time.monotonic()
     deadline = time.monotonic() + 2.0
     while late and time.monotonic() < deadline:
-        for st in list(late):
-            try:
-                tid, status = os.waitpid(st.tid, WALL | os.WNOHANG)
-            except ChildProcessError:
-                late.remove(st)
-                continue
-            if tid == 0:
-                continue
-            late.remove(st)
-            if os.WIFSTOPPED(status):
-                sig = os.WSTOPSIG(status) if (status >> 16) == 0 else 0
-                detach(st.tid, sig if sig != signal.SIGTRAP else 0)
+        late = [st for st in late if not detach_once_stopped(st.tid, keep_sigtrap=False)]
         if late:
             time.sleep(0.001)
 

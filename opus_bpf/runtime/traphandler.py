@@ -144,7 +144,7 @@ def _ours(area: int, old: KernelSigaction) -> KernelSigaction:
 
 def install(rc: RemoteCaller, area: int, default: bool = True) -> bool:
     """Make the handler at `area` the process's SIGTRAP action, keeping the previous one for
-    chaining and for `uninstall`. True when it was installed now, False when it was there
+    chaining and for `uninstall_launched`. True when it was installed now, False when it was there
     already (left by an earlier run that was stopped: the previous action it saved stays).
 
     `default`: /proc says the action is SIG_DFL (neither caught nor ignored), the common case,
@@ -163,16 +163,6 @@ def install(rc: RemoteCaller, area: int, default: bool = True) -> bool:
     if old != guess:
         _exchange(rc, _ours(area, old))  # flags and mask as the program had them
     return fresh
-
-
-def uninstall(rc: RemoteCaller, area: int) -> bool:
-    """Give the process its previous SIGTRAP action back, unless the program replaced ours."""
-    old = KernelSigaction.unpack(rc.mem.read(area + OLD_ACTION_OFF, SIGACTION.size))
-    was = _exchange(rc, old)
-    if was.handler != area:
-        _exchange(rc, was)  # the program installed its own meanwhile: keep it
-        return False
-    return True
 
 
 SENTINEL = b"\xa5" * SIGACTION.size  # no sigaction the kernel returns looks like this
@@ -230,8 +220,8 @@ def install_launched(
 def uninstall_launched(
     pid: int, mem: ProcessMemory, tid: int, area: int, scratch: int, timeout: float = 10.0
 ) -> tuple[bool | None, list[float]]:
-    """uninstall(), the same way: the previous action goes back; if the program had replaced
-    ours meanwhile, its own is put back while held."""
+    """Give the process its previous SIGTRAP action back, by a launched call; if the program
+    had replaced ours meanwhile, its own is put back while held."""
     was, hold = _launched_exchange(
         pid, mem, tid, area + OLD_ACTION_OFF, scratch + SIGACTION.size, timeout
     )
@@ -245,7 +235,3 @@ def uninstall_launched(
     finally:
         rc.close()
     return False, [hold]
-
-
-def installed(rc: RemoteCaller, area: int) -> bool:
-    return _current(rc).handler == area
